@@ -1,0 +1,299 @@
+"""Memory-aware token log-probs and entropy (semantics §6 and §8).
+
+Log-probs are taken from ``log_softmax(logits / temperature)`` (the sampling temperature: the
+policy that sampled). A full-vocabulary fp32 copy of ``[N, V]`` logits is the largest tensor of an
+RL step (16k tokens x 152k vocab x 4 bytes = 10 GB), so every function here walks the flattened
+tokens in chunks of ``chunk_tokens``, upcasts one chunk at a time, and saves nothing of size
+``[N, V]`` for backward (custom autograd functions recompute per chunk):
+
+- ``token_logprobs`` / ``token_entropy`` take logits that already exist; they add at most one
+  chunk x V fp32 workspace in forward and backward (the backward returns the ``[N, V]`` logits
+  gradient, which autograd needs anyway).
+- ``logprobs_from_hidden`` takes the final hidden states and the LM-head weight, so the ``[N, V]``
+  logits are never materialised at all, forward or backward: peak ~ chunk x V.
+
+All results are float32 (float64 for float64 inputs). Double backward is not supported.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd.function import FunctionCtx, once_differentiable
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.promote_types(dtype, torch.float32)
+
+
+def _check_options(temperature: float, chunk_tokens: int) -> None:
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    if chunk_tokens < 1:
+        raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
+
+
+def _chunk_stats(
+    x: Tensor, labels: Tensor | None, want_entropy: bool
+) -> tuple[Tensor | None, Tensor | None, Tensor]:
+    """For scaled logits ``x[n, V]``: (logp at labels [n] | None, entropy [n] | None, logsoftmax [n, V])."""
+    logsm = torch.log_softmax(x, dim=-1)
+    logp = logsm.gather(-1, labels.unsqueeze(-1)).squeeze(-1) if labels is not None else None
+    ent = None
+    if want_entropy:
+        p = logsm.exp()
+        ent = -torch.where(p > 0, p * logsm, 0.0).sum(-1)
+    return logp, ent, logsm
+
+
+def _chunk_grad(
+    logsm: Tensor, labels: Tensor | None, g_logp: Tensor | None, ent: Tensor | None, g_ent: Tensor | None
+) -> Tensor:
+    """d(loss)/d(scaled logits) for one chunk, given upstream grads of log-prob and entropy.
+
+    d logp_y / d x_j = 1[j = y] - p_j;   d H / d x_j = -p_j (log p_j + H).
+    """
+    p = logsm.exp()
+    grad = torch.zeros_like(logsm)
+    if g_logp is not None:
+        grad -= p * g_logp.unsqueeze(-1)
+        grad.scatter_add_(-1, labels.unsqueeze(-1), g_logp.unsqueeze(-1))
+    if g_ent is not None:
+        term = torch.where(p > 0, p * (logsm + ent.unsqueeze(-1)), 0.0)
+        grad -= term * g_ent.unsqueeze(-1)
+    return grad
+
+
+class _ChunkedLogitsStats(torch.autograd.Function):
+    """logits[N, V] -> (logp[N] at labels, entropy[N]); either output may be disabled."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: FunctionCtx,
+        logits: Tensor,
+        labels: Tensor | None,
+        temperature: float,
+        chunk: int,
+        want_entropy: bool,
+    ) -> tuple[Tensor, Tensor]:
+        cdtype = _compute_dtype(logits.dtype)
+        n = logits.shape[0]
+        logp = torch.empty(n if labels is not None else 0, dtype=cdtype, device=logits.device)
+        ent = torch.empty(n if want_entropy else 0, dtype=cdtype, device=logits.device)
+        for s in range(0, n, chunk):
+            e = min(s + chunk, n)
+            x = logits[s:e].to(cdtype) / temperature
+            lp, h, _ = _chunk_stats(x, labels[s:e] if labels is not None else None, want_entropy)
+            if lp is not None:
+                logp[s:e] = lp
+            if h is not None:
+                ent[s:e] = h
+        ctx.save_for_backward(logits, labels, ent)
+        ctx.temperature, ctx.chunk = temperature, chunk
+        ctx.set_materialize_grads(False)
+        return logp, ent
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_logp: Tensor | None, g_ent: Tensor | None):  # type: ignore[override]
+        logits, labels, ent = ctx.saved_tensors
+        if labels is None:
+            g_logp = None
+        if ent.numel() == 0:
+            g_ent = None
+        if g_logp is None and g_ent is None:
+            return None, None, None, None, None
+        cdtype = _compute_dtype(logits.dtype)
+        grad = torch.empty_like(logits)
+        for s in range(0, logits.shape[0], ctx.chunk):
+            e = min(s + ctx.chunk, logits.shape[0])
+            x = logits[s:e].to(cdtype) / ctx.temperature
+            logsm = torch.log_softmax(x, dim=-1)
+            gx = _chunk_grad(
+                logsm,
+                labels[s:e] if labels is not None else None,
+                g_logp[s:e] if g_logp is not None else None,
+                ent[s:e] if g_ent is not None else None,
+                g_ent[s:e] if g_ent is not None else None,
+            )
+            grad[s:e] = (gx / ctx.temperature).to(logits.dtype)
+        return grad, None, None, None, None
+
+
+def token_logprobs(
+    logits: Tensor,
+    labels: Tensor,
+    temperature: float = 1.0,
+    chunk_tokens: int = 1024,
+) -> Tensor:
+    """Log-probability of each label under ``softmax(logits / temperature)``, chunked.
+
+    Args:
+        logits: ``[..., T, V]`` (any float dtype; each chunk is upcast to fp32 inside).
+        labels: ``[..., T]`` token ids in ``[0, V)`` (pad positions must hold a valid id, e.g. the
+            pad token; mask them later).
+        temperature: sampling temperature, > 0.
+        chunk_tokens: tokens per chunk; the fp32 workspace is ``chunk_tokens x V``.
+
+    Returns:
+        ``[..., T]`` log-probs, float32 (float64 for float64 logits), differentiable w.r.t. logits.
+    """
+    _check_options(temperature, chunk_tokens)
+    if logits.shape[:-1] != labels.shape:
+        raise ValueError(
+            f"labels {tuple(labels.shape)} must equal logits {tuple(logits.shape)} minus the vocab dim"
+        )
+    flat = logits.reshape(-1, logits.shape[-1])
+    logp, _ = _ChunkedLogitsStats.apply(flat, labels.reshape(-1), float(temperature), chunk_tokens, False)
+    return logp.reshape(labels.shape)
+
+
+def token_entropy(logits: Tensor, temperature: float = 1.0, chunk_tokens: int = 1024) -> Tensor:
+    """Entropy of ``softmax(logits / temperature)`` per token, chunked.
+
+    Args:
+        logits: ``[..., T, V]``.
+        temperature: > 0.
+        chunk_tokens: tokens per chunk.
+
+    Returns:
+        ``[..., T]`` entropies in nats, float32 (float64 for float64 logits), differentiable.
+    """
+    _check_options(temperature, chunk_tokens)
+    flat = logits.reshape(-1, logits.shape[-1])
+    _, ent = _ChunkedLogitsStats.apply(flat, None, float(temperature), chunk_tokens, True)
+    return ent.reshape(logits.shape[:-1])
+
+
+class _ChunkedHeadStats(torch.autograd.Function):
+    """hidden[N, H], weight[V, H], bias[V] | None -> (logp[N], entropy[N] | empty), logits never kept."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: FunctionCtx,
+        hidden: Tensor,
+        weight: Tensor,
+        bias: Tensor | None,
+        labels: Tensor,
+        temperature: float,
+        chunk: int,
+        want_entropy: bool,
+    ) -> tuple[Tensor, Tensor]:
+        cdtype = _compute_dtype(torch.promote_types(hidden.dtype, weight.dtype))
+        n = hidden.shape[0]
+        logp = torch.empty(n, dtype=cdtype, device=hidden.device)
+        ent = torch.empty(n if want_entropy else 0, dtype=cdtype, device=hidden.device)
+        for s in range(0, n, chunk):
+            e = min(s + chunk, n)
+            x = _head_logits(hidden[s:e], weight, bias).to(cdtype) / temperature
+            lp, h, _ = _chunk_stats(x, labels[s:e], want_entropy)
+            logp[s:e] = lp
+            if h is not None:
+                ent[s:e] = h
+        ctx.save_for_backward(hidden, weight, bias, labels, ent)
+        ctx.temperature, ctx.chunk = temperature, chunk
+        ctx.set_materialize_grads(False)
+        return logp, ent
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_logp: Tensor | None, g_ent: Tensor | None):  # type: ignore[override]
+        hidden, weight, bias, labels, ent = ctx.saved_tensors
+        if ent.numel() == 0:
+            g_ent = None
+        need_h, need_w, need_b = ctx.needs_input_grad[:3]
+        if g_logp is None and g_ent is None:
+            return (None,) * 7
+        cdtype = _compute_dtype(torch.promote_types(hidden.dtype, weight.dtype))
+        grad_h = torch.empty_like(hidden) if need_h else None
+        grad_w = torch.zeros(weight.shape, dtype=cdtype, device=weight.device) if need_w else None
+        grad_b = (
+            torch.zeros(bias.shape, dtype=cdtype, device=bias.device) if need_b and bias is not None else None
+        )
+        for s in range(0, hidden.shape[0], ctx.chunk):
+            e = min(s + ctx.chunk, hidden.shape[0])
+            h = hidden[s:e]
+            logsm = torch.log_softmax(_head_logits(h, weight, bias).to(cdtype) / ctx.temperature, dim=-1)
+            gx = (
+                _chunk_grad(
+                    logsm,
+                    labels[s:e],
+                    g_logp[s:e] if g_logp is not None else None,
+                    ent[s:e] if g_ent is not None else None,
+                    g_ent[s:e] if g_ent is not None else None,
+                )
+                / ctx.temperature
+            )  # d loss / d logits, [n, V] in cdtype
+            g_mm = gx.to(torch.promote_types(hidden.dtype, weight.dtype))
+            if grad_h is not None:
+                grad_h[s:e] = (g_mm @ weight.to(g_mm.dtype)).to(hidden.dtype)
+            if grad_w is not None:
+                grad_w += (g_mm.transpose(0, 1) @ h.to(g_mm.dtype)).to(cdtype)
+            if grad_b is not None:
+                grad_b += gx.sum(0)
+        return (
+            grad_h,
+            grad_w.to(weight.dtype) if grad_w is not None else None,
+            grad_b.to(bias.dtype) if grad_b is not None else None,
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+def _head_logits(h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    return torch.nn.functional.linear(h, weight, bias)
+
+
+def logprobs_from_hidden(
+    hidden: Tensor,
+    lm_head_weight: Tensor,
+    labels: Tensor,
+    temperature: float = 1.0,
+    chunk_tokens: int = 1024,
+    with_entropy: bool = False,
+    lm_head_bias: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None]:
+    """Token log-probs (and optionally entropy) straight from final hidden states.
+
+    Equals ``token_logprobs(hidden @ W.T + b, labels, temperature)`` but computes the logits one
+    chunk at a time and recomputes them in backward, so peak memory is ~ ``chunk_tokens x V``
+    instead of ``N x V`` in both passes. Gradients flow to ``hidden``, ``lm_head_weight`` and
+    ``lm_head_bias``.
+
+    Args:
+        hidden: ``[N, H]`` (or ``[..., H]``) final hidden states, after the final norm.
+        lm_head_weight: ``[V, H]`` output projection (the tied embedding when tied). Under FSDP pass
+            the unsharded (full) weight.
+        labels: ``[N]`` (or ``[...]``) token ids in ``[0, V)``.
+        temperature: sampling temperature, > 0.
+        chunk_tokens: tokens per chunk.
+        with_entropy: also return the per-token entropy.
+        lm_head_bias: ``[V]`` or None.
+
+    Returns:
+        ``(logp[N], entropy[N] or None)``, float32 (float64 for float64 inputs); the matmul runs
+        in the inputs' dtype, the softmax in fp32.
+    """
+    _check_options(temperature, chunk_tokens)
+    if hidden.shape[:-1] != labels.shape:
+        raise ValueError(
+            f"labels {tuple(labels.shape)} must equal hidden {tuple(hidden.shape)} minus the last dim"
+        )
+    if lm_head_weight.dim() != 2 or lm_head_weight.shape[1] != hidden.shape[-1]:
+        raise ValueError(
+            f"lm_head_weight must be [V, H={hidden.shape[-1]}], got {tuple(lm_head_weight.shape)}"
+        )
+    flat_h = hidden.reshape(-1, hidden.shape[-1])
+    logp, ent = _ChunkedHeadStats.apply(
+        flat_h,
+        lm_head_weight,
+        lm_head_bias,
+        labels.reshape(-1),
+        float(temperature),
+        chunk_tokens,
+        with_entropy,
+    )
+    logp = logp.reshape(labels.shape)
+    return logp, (ent.reshape(labels.shape) if with_entropy else None)

@@ -1,0 +1,165 @@
+"""Training batches: responses -> optimizer mini-batches (whole groups) -> micro-batches (a token
+budget) -> padded tensors, and the policy forward that turns them into per-token log-probs.
+
+Only response tokens are projected onto the vocabulary: hidden states at prompt positions never
+reach the LM head, and the vocabulary projection runs in token chunks
+(:func:`dapo_rl.algorithm.logprobs.logprobs_from_hidden`) so memory does not grow with
+sequence length x vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from dapo_rl.algorithm.logprobs import logprobs_from_hidden, token_entropy, token_logprobs
+
+
+@dataclass
+class TrainSample:
+    """One response ready for the loss. ``group`` indexes the prompt group within the step."""
+
+    prompt_ids: list[int]
+    response_ids: list[int]
+    advantage: float
+    group: int
+    loss_mask: bool = True  # False: masked out entirely (overlong filtering)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_ids) + len(self.response_ids)
+
+
+@dataclass
+class MicroBatch:
+    """Padded tensors for a set of samples. Response tensors are ``[b, R]`` with R the longest
+    response in the micro-batch; ``index`` maps rows back to positions in the mini-batch."""
+
+    input_ids: Tensor  # [b, L] right-padded prompt+response
+    attention_mask: Tensor  # [b, L]
+    response_mask: Tensor  # [b, R] 1 on valid (loss-carrying) response tokens
+    response_ids: Tensor  # [b, R]
+    prompt_lens: Tensor  # [b]
+    response_lens: Tensor  # [b]
+    index: list[int]  # positions of these rows in the mini-batch
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.attention_mask.sum())
+
+
+def split_by_groups(samples: list[TrainSample], groups_per_update: int) -> list[list[TrainSample]]:
+    """Optimizer mini-batches of whole groups, in order; the last may hold fewer groups."""
+    by_group: dict[int, list[TrainSample]] = {}
+    for s in samples:
+        by_group.setdefault(s.group, []).append(s)
+    ordered = list(by_group.values())
+    return [
+        [s for grp in ordered[i : i + groups_per_update] for s in grp]
+        for i in range(0, len(ordered), groups_per_update)
+    ]
+
+
+def plan_micro_batches(lengths: list[int], token_budget: int) -> list[list[int]]:
+    """Indices of samples per micro-batch so that rows x longest-row <= token_budget (padded cost).
+
+    Samples are sorted by length first (less padding); a sample longer than the budget gets a
+    micro-batch of its own. Every index appears exactly once.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    plans: list[list[int]] = []
+    current: list[int] = []
+    for i in order:
+        longest = max([lengths[j] for j in current] + [lengths[i]])
+        if current and longest * (len(current) + 1) > token_budget:
+            plans.append(current)
+            current = []
+        current.append(i)
+    if current:
+        plans.append(current)
+    return plans
+
+
+def collate(samples: list[TrainSample], index: list[int], pad_id: int, device: torch.device) -> MicroBatch:
+    """Right-pad the chosen samples into tensors."""
+    chosen = [samples[i] for i in index]
+    seq_len = max(s.num_tokens for s in chosen)
+    resp_len = max(max(len(s.response_ids) for s in chosen), 1)
+    b = len(chosen)
+    input_ids = torch.full((b, seq_len), pad_id, dtype=torch.long)
+    attention = torch.zeros((b, seq_len), dtype=torch.long)
+    response_ids = torch.full((b, resp_len), pad_id, dtype=torch.long)
+    response_mask = torch.zeros((b, resp_len))
+    for row, s in enumerate(chosen):
+        tokens = s.prompt_ids + s.response_ids
+        input_ids[row, : len(tokens)] = torch.tensor(tokens)
+        attention[row, : len(tokens)] = 1
+        response_ids[row, : len(s.response_ids)] = torch.tensor(s.response_ids, dtype=torch.long)
+        response_mask[row, : len(s.response_ids)] = float(s.loss_mask)
+    return MicroBatch(
+        input_ids=input_ids.to(device),
+        attention_mask=attention.to(device),
+        response_mask=response_mask.to(device),
+        response_ids=response_ids.to(device),
+        prompt_lens=torch.tensor([len(s.prompt_ids) for s in chosen], device=device),
+        response_lens=torch.tensor([len(s.response_ids) for s in chosen], device=device),
+        index=list(index),
+    )
+
+
+def _response_positions(mb: MicroBatch) -> tuple[Tensor, Tensor, Tensor]:
+    """(row, input position predicting the token, column in the response tensor) for every response
+    token. The token at position p is predicted by the hidden state at p - 1."""
+    rows, cols = [], []
+    for r, n in enumerate(mb.response_lens.tolist()):
+        rows.append(torch.full((n,), r, dtype=torch.long))
+        cols.append(torch.arange(n))
+    row = torch.cat(rows).to(mb.input_ids.device)
+    col = torch.cat(cols).to(mb.input_ids.device)
+    pos = mb.prompt_lens[row] - 1 + col
+    return row, pos, col
+
+
+def _decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module | None, torch.nn.Module | None]:
+    get_decoder = getattr(model, "get_decoder", None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    decoder = get_decoder() if callable(get_decoder) else None
+    if (
+        decoder is None
+        or not isinstance(head, torch.nn.Linear)
+        or getattr(model.config, "final_logit_softcapping", None)
+    ):
+        return None, None
+    return decoder, head
+
+
+def sequence_logprobs(
+    model: torch.nn.Module,
+    mb: MicroBatch,
+    temperature: float,
+    with_entropy: bool = False,
+    chunk_tokens: int = 1024,
+) -> tuple[Tensor, Tensor | None]:
+    """Per-token log-probs (and entropy) of the response tokens at ``temperature``: ``[b, R]`` each,
+    zero at padding. Differentiable through ``model``."""
+    temperature = temperature if temperature > 0 else 1.0
+    row, pos, col = _response_positions(mb)
+    labels = mb.response_ids[row, col]
+    decoder, head = _decoder_and_head(model)
+    if decoder is not None:
+        hidden = decoder(input_ids=mb.input_ids, attention_mask=mb.attention_mask).last_hidden_state
+        lp, ent = logprobs_from_hidden(
+            hidden[row, pos], head.weight, labels, temperature, chunk_tokens, with_entropy, head.bias
+        )
+    else:  # generic fallback: full logits
+        logits = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask).logits[row, pos]
+        lp = token_logprobs(logits, labels, temperature, chunk_tokens)
+        ent = token_entropy(logits, temperature, chunk_tokens) if with_entropy else None
+    shape = mb.response_ids.shape
+    logp = torch.zeros(shape, dtype=lp.dtype, device=lp.device).index_put((row, col), lp)
+    entropy = None
+    if ent is not None:
+        entropy = torch.zeros(shape, dtype=ent.dtype, device=ent.device).index_put((row, col), ent)
+    return logp, entropy

@@ -1,0 +1,482 @@
+"""The one typed configuration schema: load a YAML preset, apply dotted overrides, validate.
+
+We use pydantic (v2) rather than OmegaConf structured configs because it gives us, in one place,
+typed coercion with readable messages, *all* field errors at once, forbidden extra keys, and the
+docstring under each field (``use_attribute_docstrings``) from which ``docs/config.md`` is generated.
+YAML is read with PyYAML; overrides like ``algorithm.clip_ratio_high=0.3`` are parsed as YAML scalars.
+
+Every field's default is the DAPO paper's value where the paper sets one (section 11 of the
+semantics doc); the embedded default run is the ``tiny`` preset applied on top.
+
+Units are in the names: ``*_steps`` count rollout (training) steps, ``*_updates`` count optimizer
+updates, ``*_tokens`` count tokens, ``prompts_*`` count prompts (groups), ``samples_*`` responses.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+PRESET_DIR = Path(__file__).parent / "configs"
+DEFAULT_PRESET = "tiny"
+
+
+class ConfigError(ValueError):
+    """One or more problems with a configuration; the message lists all of them."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"invalid configuration ({len(problems)} problem(s)):\n{lines}")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
+
+
+class ModelConfig(_Section):
+    path: str | None = None
+    """Local Hugging Face model directory (config.json + safetensors + tokenizer). ``null`` uses the
+    embedded tiny model, warm-started by ``dapo sft`` on the synthetic task (cached)."""
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    """Parameter dtype of the policy. Optimizer states follow the parameters."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass to save memory (slower)."""
+    trust_remote_code: bool = False
+    """Passed to ``from_pretrained``; only enable for model code you trust."""
+
+
+class SyntheticTaskConfig(_Section):
+    num_train: int = Field(20000, ge=1)
+    """Number of generated training problems (used when ``data.train_files`` is empty)."""
+    num_eval: int = Field(200, ge=1)
+    """Number of held-out problems (a disjoint split) used for evaluation."""
+
+
+class DataConfig(_Section):
+    train_files: list[str] = []
+    """Training files (.jsonl, .json, .parquet). Empty: the embedded synthetic arithmetic task."""
+    eval_files: list[str] = []
+    """Held-out files for periodic evaluation. Empty with the synthetic task: its held-out split."""
+    prompt_key: str | None = None
+    """Column holding the problem (dotted path allowed). ``null``: auto-detect question/problem/prompt."""
+    answer_key: str | None = None
+    """Column holding the ground truth (dotted path allowed, e.g. ``reward_model.ground_truth``).
+    ``null``: auto-detect answer/ground_truth/reward_model.ground_truth."""
+    template: str = "dapo"
+    """Prompt template: ``dapo`` (the paper's Answer: line instruction), ``boxed``, ``plain``."""
+    use_chat_template: bool = False
+    """Wrap the templated prompt with the tokenizer's chat template (error if it has none)."""
+    system_prompt: str | None = None
+    """Optional system message when the chat template is used."""
+    max_prompt_tokens: int = Field(2048, ge=1)
+    """Prompts longer than this many tokens are handled by ``on_long_prompt``."""
+    on_long_prompt: Literal["drop", "error"] = "drop"
+    """``drop`` (and count) or ``error`` for over-long prompts."""
+    on_malformed: Literal["error", "skip"] = "error"
+    """``error`` names the file and row of a malformed row; ``skip`` drops and counts it."""
+    shuffle: bool = True
+    """Shuffle the training rows each epoch (deterministic by seed and epoch)."""
+    synthetic: SyntheticTaskConfig = SyntheticTaskConfig()
+    """The embedded synthetic task (used when ``train_files`` is empty)."""
+
+
+class RolloutConfig(_Section):
+    engine: str = "hf"
+    """Rollout engine name (``hf``: batched KV-cache decoding with any HF causal LM)."""
+    max_response_tokens: int = Field(20480, ge=1)
+    """Generation cap L_max in tokens; also the overlong shaping L_max (they cannot drift apart)."""
+    temperature: float = Field(1.0, ge=0.0)
+    """Sampling temperature (0 = greedy). Log-probs for the loss use the same temperature."""
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    """Nucleus sampling mass (1.0 = off)."""
+    top_k: int = Field(0, ge=0)
+    """Top-k sampling (0 = off)."""
+    stop_strings: list[str] = []
+    """Extra stop strings; a response ending on one counts as finished (not truncated)."""
+    max_batch_sequences: int = Field(256, ge=1)
+    """Most sequences decoded at once by the engine (memory bound)."""
+
+
+class RewardConfig(_Section):
+    name: str = "math_dapo"
+    """Reward function: ``math_dapo`` (+1/-1, paper), ``math_verify`` (boxed, 1/0), ``gsm8k``,
+    ``synthetic``."""
+    timeout_s: float = Field(10.0, gt=0)
+    """Per-response verification timeout; a timeout is a wrong answer and is counted."""
+    num_workers: int = Field(1, ge=1)
+    """Worker processes for isolated (timeout-guarded) verification."""
+
+
+class OverlongConfig(_Section):
+    enable: bool = True
+    """Soft overlong punishment (paper eq. 13) added to the reward."""
+    buffer_tokens: int = Field(4096, ge=1)
+    """L_buf: the penalty ramps over the last ``buffer_tokens`` before ``max_response_tokens``."""
+    penalty_factor: float = Field(1.0, ge=0.0)
+    """f: the penalty at L_max (floored at -f)."""
+    mask_truncated: bool = True
+    """Overlong filtering: responses cut at L_max without EOS get loss mask 0 (paper §3.4)."""
+
+
+class DynamicSamplingConfig(_Section):
+    enable: bool = True
+    """Drop groups whose filter metric is constant and keep sampling until the batch is full."""
+    metric: Literal["acc", "score", "reward"] = "acc"
+    """Metric whose spread makes a group informative: raw accuracy (default), task score, or the
+    length-shaped reward."""
+    filter: str = "std"
+    """Group filter: ``std`` (spread > 0) or an import path ``module:function`` taking a GroupView."""
+    oversample: float = Field(3.0, ge=1.0)
+    """A generation round samples ``ceil(oversample x prompts_per_step)`` prompts."""
+    max_rounds: int = Field(10, ge=1)
+    """Most generation rounds per training step."""
+    on_shortfall: Literal["train", "error"] = "train"
+    """After ``max_rounds`` with too few groups: train on what was collected, or stop with an error."""
+    carry_over: bool = False
+    """Keep surplus informative groups for the next step (they are then one step old)."""
+
+
+class AlgorithmConfig(_Section):
+    advantage: str = "grpo"
+    """Advantage estimator (group-relative outcome advantage)."""
+    norm_adv_by_std: bool = True
+    """Divide by the group's std (unbiased). ``false`` is Dr. GRPO."""
+    adv_eps: float = Field(1e-6, gt=0)
+    """Epsilon added to the group std."""
+    clip_ratio_low: float = 0.2
+    """eps_low: the ratio is clipped below at 1 - clip_ratio_low."""
+    clip_ratio_high: float = 0.28
+    """eps_high (clip-higher): the ratio is clipped above at 1 + clip_ratio_high."""
+    clip_ratio_c: float | None = None
+    """Dual-clip constant c > 1 for negative advantages; ``null`` turns it off (paper recipe: 10)."""
+    loss_agg_mode: str = "token-mean"
+    """``token-mean`` (DAPO), ``seq-mean-token-sum``, ``seq-mean-token-mean``,
+    ``seq-mean-token-sum-norm``, ``group-token-mean``."""
+    loss_norm_tokens: int | None = None
+    """Denominator length for ``seq-mean-token-sum-norm``; ``null`` = max_response_tokens."""
+    kl_coef: float = Field(0.0, ge=0.0)
+    """Weight of the KL term to a frozen reference model (0: off, no reference model is loaded)."""
+    kl_estimator: Literal["k1", "abs", "k2", "k3"] = "k3"
+    """KL estimator on d = logp - ref_logp."""
+    entropy_coef: float = Field(0.0, ge=0.0)
+    """Entropy bonus weight (entropy is always logged)."""
+    max_importance_ratio: float | None = None
+    """Skip a micro-batch whose mean ratio exceeds this (``null``: off)."""
+
+
+class BatchConfig(_Section):
+    prompts_per_step: int = Field(512, ge=1)
+    """P: informative prompt groups trained on per rollout step."""
+    samples_per_prompt: int = Field(16, ge=1)
+    """G: responses sampled per prompt (the group size)."""
+    prompts_per_update: int = Field(32, ge=1)
+    """Prompt groups per optimizer mini-batch (a group is never split across updates)."""
+    epochs_per_step: int = Field(1, ge=1)
+    """Passes over the step's data; updates per step = P / prompts_per_update x epochs_per_step."""
+    micro_batch_tokens: int = Field(16384, ge=1)
+    """Token budget (prompt + response) of one forward/backward micro-batch."""
+
+
+class OptimConfig(_Section):
+    lr: float = Field(1e-6, gt=0)
+    """AdamW peak learning rate."""
+    weight_decay: float = Field(0.1, ge=0)
+    """AdamW weight decay."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    eps: float = Field(1e-8, gt=0)
+    """AdamW epsilon."""
+    grad_clip: float | None = 1.0
+    """Clip the global gradient norm to this value (``null``: off)."""
+    warmup_updates: int = Field(320, ge=0)
+    """Linear warm-up length in OPTIMIZER UPDATES (paper: 20 rollout steps x 16 updates = 320)."""
+    schedule: Literal["constant", "cosine", "linear"] = "constant"
+    """Learning-rate shape after warm-up (decays over the run's total optimizer updates)."""
+    min_lr_ratio: float = Field(0.0, ge=0.0, le=1.0)
+    """Floor of cosine/linear decay as a fraction of ``lr``."""
+
+
+class TrainConfig(_Section):
+    total_steps: int = Field(1000, ge=1)
+    """Number of rollout (training) steps."""
+    seed: int = 0
+    """Seed for data order, sampling and initialisation."""
+    device: str = "auto"
+    """``auto`` (cuda if available, else cpu), ``cpu``, ``cuda``, ``cuda:N``."""
+    max_nonfinite_updates: int = Field(3, ge=1)
+    """Abort after this many consecutive updates with a non-finite loss or gradient (each is skipped)."""
+    num_threads: int | None = None
+    """torch CPU threads (``null``: torch's default)."""
+
+
+class LoggingConfig(_Section):
+    run_dir: str = "runs"
+    """Parent folder of run directories."""
+    run_name: str | None = None
+    """Run directory name; ``null``: a timestamp."""
+    tensorboard: bool = True
+    """Write TensorBoard event files (needs the ``tensorboard`` package)."""
+    wandb: bool = False
+    """Log to Weights & Biases (needs the ``tracking`` extra)."""
+    wandb_project: str = "dapo-rl"
+    """W&B project name."""
+    plots: bool = True
+    """Write PNG plots of the metrics at the end of the run (and at each checkpoint)."""
+    progress: bool = True
+    """Show a progress bar with live reward, accuracy and keep rate."""
+
+
+class CheckpointConfig(_Section):
+    every_steps: int = Field(50, ge=0)
+    """Write a checkpoint every this many rollout steps (0: only at the end)."""
+    keep_last: int = Field(2, ge=1)
+    """Checkpoints to keep (older ones are deleted)."""
+    save_final: bool = True
+    """Write a checkpoint when the run ends."""
+
+
+class EvalConfig(_Section):
+    every_steps: int = Field(0, ge=0)
+    """Evaluate on the held-out set every this many rollout steps (0: only before and after)."""
+    max_problems: int | None = None
+    """Evaluate on at most this many held-out problems (``null``: all)."""
+    k: int = Field(32, ge=1)
+    """Samples per problem for avg@k / pass@k / maj@k (paper: AIME avg@32)."""
+    temperature: float = Field(1.0, ge=0.0)
+    """Evaluation sampling temperature (paper 1.0)."""
+    top_p: float = Field(0.7, gt=0.0, le=1.0)
+    """Evaluation nucleus mass (paper 0.7)."""
+    max_response_tokens: int | None = None
+    """Evaluation generation cap; ``null``: rollout.max_response_tokens."""
+
+
+class DapoConfig(_Section):
+    """The whole configuration of a DAPO run."""
+
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    reward: RewardConfig = RewardConfig()
+    overlong: OverlongConfig = OverlongConfig()
+    dynamic_sampling: DynamicSamplingConfig = DynamicSamplingConfig()
+    algorithm: AlgorithmConfig = AlgorithmConfig()
+    batch: BatchConfig = BatchConfig()
+    optim: OptimConfig = OptimConfig()
+    train: TrainConfig = TrainConfig()
+    logging: LoggingConfig = LoggingConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    eval: EvalConfig = EvalConfig()
+
+    # ---- derived values (computed here once) --------------------------------------------------
+    @property
+    def updates_per_step(self) -> int:
+        """Optimizer updates per rollout step (for a full batch)."""
+        b = self.batch
+        return b.prompts_per_step // b.prompts_per_update * b.epochs_per_step
+
+    @property
+    def prompts_per_round(self) -> int:
+        """Prompts sampled by one generation round."""
+        import math
+
+        factor = self.dynamic_sampling.oversample if self.dynamic_sampling.enable else 1.0
+        return math.ceil(factor * self.batch.prompts_per_step)
+
+    @property
+    def responses_per_step(self) -> int:
+        return self.batch.prompts_per_step * self.batch.samples_per_prompt
+
+    @property
+    def total_updates(self) -> int:
+        """Optimizer updates over the whole run (assuming full batches), the schedule's length."""
+        return self.train.total_steps * self.updates_per_step
+
+    @property
+    def loss_norm_tokens(self) -> int:
+        return self.algorithm.loss_norm_tokens or self.rollout.max_response_tokens
+
+    @property
+    def eval_max_response_tokens(self) -> int:
+        return self.eval.max_response_tokens or self.rollout.max_response_tokens
+
+
+# ---- cross-field rules -----------------------------------------------------------------------
+
+
+def _cross_field_problems(cfg: DapoConfig) -> list[str]:
+    from dapo_rl.algorithm.aggregation import AGGREGATIONS
+
+    p: list[str] = []
+    a, b, o, r = cfg.algorithm, cfg.batch, cfg.overlong, cfg.rollout
+    if o.enable and not 0 < o.buffer_tokens < r.max_response_tokens:
+        p.append(
+            f"overlong.buffer_tokens={o.buffer_tokens} must be > 0 and < rollout.max_response_tokens="
+            f"{r.max_response_tokens} (or set overlong.enable=false)"
+        )
+    if not 0 <= a.clip_ratio_low < 1:
+        p.append(f"algorithm.clip_ratio_low={a.clip_ratio_low} must satisfy 0 <= clip_ratio_low < 1")
+    if a.clip_ratio_high < 0:
+        p.append(f"algorithm.clip_ratio_high={a.clip_ratio_high} must be >= 0")
+    if a.clip_ratio_c is not None and a.clip_ratio_c <= 1:
+        p.append(f"algorithm.clip_ratio_c={a.clip_ratio_c} must be > 1 (or null to turn dual-clip off)")
+    if a.loss_agg_mode not in AGGREGATIONS:
+        close = difflib.get_close_matches(a.loss_agg_mode, AGGREGATIONS.names(), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        p.append(f"algorithm.loss_agg_mode={a.loss_agg_mode!r} is not one of {AGGREGATIONS.names()}{hint}")
+    if b.prompts_per_step % b.prompts_per_update:
+        p.append(
+            f"batch.prompts_per_step={b.prompts_per_step} must be divisible by "
+            f"batch.prompts_per_update={b.prompts_per_update}"
+        )
+    if cfg.dynamic_sampling.enable and b.samples_per_prompt < 2:
+        p.append(
+            f"batch.samples_per_prompt={b.samples_per_prompt} must be >= 2 when dynamic sampling is on "
+            "(a group of one is never informative)"
+        )
+    if b.micro_batch_tokens < r.max_response_tokens:
+        p.append(
+            f"batch.micro_batch_tokens={b.micro_batch_tokens} must be >= rollout.max_response_tokens="
+            f"{r.max_response_tokens} so that one response always fits a micro-batch"
+        )
+    if cfg.model.path is not None and not Path(cfg.model.path).expanduser().is_dir():
+        p.append(f"model.path={cfg.model.path!r} is not a directory (a local Hugging Face model directory)")
+    for key in ("train_files", "eval_files"):
+        for f in getattr(cfg.data, key):
+            if not Path(f).expanduser().is_file():
+                p.append(f"data.{key}: file not found: {f!r}")
+    return p
+
+
+# ---- loading, overrides, errors --------------------------------------------------------------
+
+
+def _fields_at(path: tuple[str | int, ...]) -> list[str]:
+    """Valid field names of the section reached by ``path`` (for "did you mean" hints)."""
+    model: type[BaseModel] = DapoConfig
+    for part in path:
+        info = model.model_fields.get(str(part))
+        if info is None or not (isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)):
+            return []
+        model = info.annotation
+    return list(model.model_fields)
+
+
+def _describe(err: dict[str, Any]) -> str:
+    loc = tuple(err["loc"])
+    key = ".".join(str(x) for x in loc)
+    if err["type"] == "extra_forbidden":
+        valid = _fields_at(loc[:-1])
+        close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.5)
+        hint = f"; did you mean {'.'.join([*map(str, loc[:-1]), close[0]])!r}?" if close else ""
+        where = ".".join(map(str, loc[:-1])) or "the top level"
+        return f"unknown key {key!r}{hint} (valid keys in {where}: {', '.join(valid)})"
+    got = err.get("input")
+    return f"{key}: {err['msg']} (got {got!r})"
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_overrides(overrides: list[str]) -> dict[str, Any]:
+    """Turn ``["a.b=1", "c.d=[x, y]"]`` into a nested dict; values are parsed as YAML scalars."""
+    tree: dict[str, Any] = {}
+    problems = []
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            problems.append(f"override {item!r} is not of the form key.path=value")
+            continue
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as exc:
+            problems.append(f"override {item!r}: value is not valid YAML ({exc.__class__.__name__})")
+            continue
+        _set_dotted(tree, key.strip(), value)
+    if problems:
+        raise ConfigError(problems)
+    return tree
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def resolve_preset(name_or_path: str | Path) -> Path:
+    """A preset name (``tiny``, ``gsm8k``...) or a path to a YAML file."""
+    path = Path(name_or_path).expanduser()
+    if path.is_file():
+        return path
+    candidate = PRESET_DIR / f"{name_or_path}.yaml"
+    if candidate.is_file():
+        return candidate
+    names = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+    raise ConfigError(
+        [f"config file not found: {str(name_or_path)!r} (built-in presets: {', '.join(names)})"]
+    )
+
+
+def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """Read a preset file. A top-level ``base: NAME`` key merges this file over preset NAME."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: not valid YAML: {exc}"]) from exc
+    if not isinstance(data, dict):
+        raise ConfigError([f"{path}: the top level must be a mapping of sections, got {type(data).__name__}"])
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    base_path = resolve_preset(base if Path(base).is_absolute() else _relative_preset(path, base))
+    if base_path.resolve() in _seen:
+        raise ConfigError([f"{path}: 'base: {base}' makes a cycle"])
+    return _deep_merge(read_yaml(base_path, (*_seen, path.resolve())), data)
+
+
+def _relative_preset(path: Path, base: str) -> str:
+    sibling = path.parent / base
+    return str(sibling) if sibling.is_file() else base
+
+
+def build_config(tree: dict[str, Any], check_paths: bool = True) -> DapoConfig:
+    """Validate a nested dict into a DapoConfig, reporting every problem at once."""
+    try:
+        cfg = DapoConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError([_describe(e) for e in exc.errors()]) from None
+    problems = _cross_field_problems(cfg)
+    if not check_paths:
+        problems = [p for p in problems if "not found" not in p and "not a directory" not in p]
+    if problems:
+        raise ConfigError(problems)
+    return cfg
+
+
+def load_config(
+    config: str | Path | None = None, overrides: list[str] | None = None, check_paths: bool = True
+) -> DapoConfig:
+    """Load a preset (default: the embedded ``tiny`` preset) and apply dotted overrides."""
+    tree = read_yaml(resolve_preset(config if config is not None else DEFAULT_PRESET))
+    tree = _deep_merge(tree, parse_overrides(overrides or []))
+    return build_config(tree, check_paths=check_paths)
+
+
+def config_to_yaml(cfg: DapoConfig) -> str:
+    """The resolved configuration as YAML (what ``dapo config show`` prints and runs save)."""
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, width=100)

@@ -1,0 +1,112 @@
+"""Setting up a run: device, model and tokenizer, datasets and prompt tokens. Kept out of the
+trainer so that the loop reads top to bottom."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from dapo_rl.config import DapoConfig
+from dapo_rl.data.types import PromptRow
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present (the local rank's GPU under torchrun), else CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            import os
+
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def model_dir(cfg: DapoConfig) -> Path:
+    """The configured model directory, or the cached warm-started tiny model (built on first use)."""
+    if cfg.model.path is not None:
+        return Path(cfg.model.path).expanduser()
+    from dapo_rl.models.sft import ensure_warm_model
+
+    return ensure_warm_model()
+
+
+def load_model_and_tokenizer(path: Path, cfg: DapoConfig, device: torch.device) -> tuple[Any, Any]:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} is not a Hugging Face model directory (no config.json)")
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=_DTYPES[cfg.model.dtype], trust_remote_code=cfg.model.trust_remote_code
+    ).to(device)
+    if cfg.model.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
+
+
+def load_rows(cfg: DapoConfig, split: str) -> list[PromptRow]:
+    """Training (``train``) or held-out (``eval``) rows: the configured files, else the synthetic task."""
+    files = cfg.data.train_files if split == "train" else cfg.data.eval_files
+    if not files:
+        if cfg.data.train_files:  # real training data but no eval files: no held-out set
+            return []
+        from dapo_rl.data.synthetic import make_rows
+
+        n = cfg.data.synthetic.num_train if split == "train" else cfg.data.synthetic.num_eval
+        return make_rows(n, seed=cfg.train.seed, split="train" if split == "train" else "test")
+    from dapo_rl.data.readers import read_rows
+
+    rows: list[PromptRow] = []
+    for f in files:
+        got, _ = read_rows(f, cfg.data.prompt_key, cfg.data.answer_key, on_malformed=cfg.data.on_malformed)
+        rows += got
+    return rows
+
+
+@dataclass
+class PromptEncoder:
+    """Renders a row with the configured template and tokenizes it once (cached by uid)."""
+
+    tokenizer: Any
+    template: str
+    use_chat_template: bool
+    system_prompt: str | None
+
+    def __post_init__(self) -> None:
+        self._cache: dict[str, list[int]] = {}
+
+    def text(self, row: PromptRow) -> str:
+        from dapo_rl.data.templates import render_prompt
+
+        return render_prompt(row, self.template, self.tokenizer, self.use_chat_template, self.system_prompt)
+
+    def __call__(self, row: PromptRow) -> list[int]:
+        ids = self._cache.get(row.uid)
+        if ids is None:
+            ids = self.tokenizer(self.text(row), add_special_tokens=not self.use_chat_template)["input_ids"]
+            self._cache[row.uid] = ids
+        return ids
+
+
+def eos_token_ids(tokenizer: Any, model: Any) -> list[int]:
+    """Every id that ends a response: the tokenizer's EOS and the model's generation-config EOS."""
+    ids = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    gen = getattr(model, "generation_config", None)
+    extra = getattr(gen, "eos_token_id", None) if gen is not None else None
+    if isinstance(extra, int):
+        ids.add(extra)
+    elif isinstance(extra, list):
+        ids.update(int(i) for i in extra)
+    if not ids:
+        raise ValueError("the tokenizer has no EOS token and the model's generation config names none")
+    return sorted(ids)

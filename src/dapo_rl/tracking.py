@@ -1,0 +1,102 @@
+"""Metric sinks: ``metrics.jsonl`` always, TensorBoard and wandb when asked for and installed.
+
+Every key is namespaced (``rollout/``, ``reward/``, ``sampling/``, ``loss/``, ``optim/``, ``perf/``,
+``eval/``) and documented in ``docs/metrics.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from pathlib import Path
+from typing import Any
+
+
+def _clean(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN/inf; keep them visible
+    return value
+
+
+class MetricsLogger:
+    """Writes one JSON object per step to ``run_dir/metrics.jsonl`` and mirrors it to trackers."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        tensorboard: bool = True,
+        wandb: bool = False,
+        wandb_project: str = "dapo-rl",
+        config: dict[str, Any] | None = None,
+        enabled: bool = True,
+    ) -> None:
+        self.enabled = enabled
+        self.path = run_dir / "metrics.jsonl"
+        self._tb = None
+        self._wandb = None
+        if not enabled:
+            return
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+            except ImportError:
+                warnings.warn(
+                    "logging.tensorboard is on but the tensorboard package is missing: "
+                    "pip install 'dapo-rl[tracking]' (continuing without TensorBoard)",
+                    stacklevel=2,
+                )
+        if wandb:
+            try:
+                import wandb as wandb_mod
+            except ImportError as exc:
+                raise RuntimeError("logging.wandb=true needs wandb: pip install 'dapo-rl[tracking]'") from exc
+            self._wandb = wandb_mod.init(project=wandb_project, config=config, dir=str(run_dir))
+
+    def truncate_after(self, step: int) -> None:
+        """Drop lines logged after ``step`` (used on resume so the file has no duplicate steps)."""
+        if not self.enabled or not self.path.exists():
+            return
+        kept = []
+        for line in self.path.read_text().splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= step:
+                    kept.append(line)
+            except json.JSONDecodeError:
+                break  # a half-written last line from a killed run
+        self.path.write_text("".join(f"{line}\n" for line in kept))
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        record = {"step": step, **{k: _clean(v) for k, v in sorted(metrics.items())}}
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+        if self._tb is not None:
+            for key, value in metrics.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    self._tb.add_scalar(key, value, step)
+            self._tb.flush()
+        if self._wandb is not None:
+            self._wandb.log(metrics, step=step)
+
+    def close(self) -> None:
+        if self._tb is not None:
+            self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """Read a metrics.jsonl, tolerating a truncated last line."""
+    rows = []
+    if not path.exists():
+        return rows
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            break
+    return rows
