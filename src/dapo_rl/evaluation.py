@@ -384,20 +384,15 @@ def eval_from_cli(args: argparse.Namespace) -> dict[str, Any]:
         REWARDS.get(reward_name)
     except RegistryError as exc:
         raise ValueError(str(exc)) from None
-    if args.model is not None:
-        path = Path(args.model).expanduser()
-        if not path.is_dir():
-            raise FileNotFoundError(f"model directory not found: {args.model}")
-    elif cfg.model.path is not None:
-        path = Path(cfg.model.path).expanduser()
-        if not path.is_dir():
-            raise FileNotFoundError(f"model directory not found (model.path): {cfg.model.path}")
-    else:
-        path = model_dir(cfg)
+    model_arg, source = (args.model, "--model") if args.model is not None else (cfg.model.path, "model.path")
+    if model_arg is not None and not Path(model_arg).expanduser().is_dir():
+        raise FileNotFoundError(f"model directory not found ({source}): {model_arg}")
     rows, data_desc = _load_eval_rows(cfg, args.data)
     rows = rows[:max_problems]
     if not rows:
         raise ValueError(f"no problems to evaluate in {data_desc}")
+    # Only now (all cheap checks passed) build the warm-started tiny model if it is needed.
+    path = Path(model_arg).expanduser() if model_arg is not None else model_dir(cfg)
 
     import torch
 

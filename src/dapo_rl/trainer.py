@@ -113,7 +113,7 @@ class Trainer:
         self.reward = RewardRunner(
             reward_fn or cfg.reward.name, cfg.reward.timeout_s, cfg.reward.num_workers, eos_text
         )
-        self.engine = ROLLOUT_ENGINES.get(cfg.rollout.engine)(self.model, self.tokenizer)
+        self.engine = ROLLOUT_ENGINES.get(cfg.rollout.engine)(self.model, self.tokenizer, cfg.rollout.max_batch_sequences)
         self.ref_model = self._load_reference(model_dir(cfg)) if cfg.algorithm.kl_coef > 0 else None
         ds = cfg.dynamic_sampling
         self.collector = GroupCollector(
@@ -165,6 +165,7 @@ class Trainer:
         """One rollout step: collect informative groups, then update the policy on them."""
         self.step += 1
         self.timers: dict[str, float] = defaultdict(float)
+        self.step_counts: dict[str, float] = defaultdict(float)
         t0 = time.perf_counter()
         collected = self.collector.collect(self._generate_round)
         samples, metrics = self._samples(collected.groups)
@@ -200,8 +201,10 @@ class Trainer:
         golds = [row.answer for row in rows for _ in range(g_size)]
         extras = [row.extra for row in rows for _ in range(g_size)]
         results, reward_metrics = self.reward.score_batch(texts, golds, extras)
-        for k, v in reward_metrics.items():
-            self.counters[k] += v
+        for key in ("reward/timeouts", "reward/errors"):  # per step, and the run's running total
+            self.step_counts[key] += reward_metrics[key]
+            self.counters[f"{key}_total"] += reward_metrics[key]
+        self.step_counts["reward/no_answer"] += reward_metrics["reward/no_answer_rate"] * len(results)
         lengths = torch.tensor([resp.length for group in outs for resp in group], dtype=torch.float32)
         scores = torch.tensor([res.score for res in results], dtype=torch.float32)
         o = self.cfg.overlong
@@ -250,8 +253,9 @@ class Trainer:
             "rollout/response_len_max": float(lengths.max()),
             "rollout/truncated_frac": sum(r.truncated for r in resp) / len(resp),
         }
-        metrics |= {k: v for k, v in self.counters.items()}
-        return metrics
+        metrics |= {k: v for k, v in self.step_counts.items() if k != "reward/no_answer"}
+        metrics["reward/no_answer_rate"] = self.step_counts["reward/no_answer"] / len(resp)
+        return metrics | dict(self.counters)
 
     # ---- the update ----------------------------------------------------------------------------
     def _update(self, samples: list[TrainSample], fresh: bool) -> dict[str, float]:
@@ -332,9 +336,9 @@ class Trainer:
             if a.entropy_coef:
                 loss = loss - a.entropy_coef * aggregate(entropy, w)
             ok, _ = importance_ratio_guard(logp.detach(), old_logp, mb.response_mask, a.max_importance_ratio)
-            if not ok:
+            if not ok:  # no gradient from this micro-batch; backward still runs (FSDP needs every rank)
                 extra["loss/guard_skipped_microbatches"] += 1
-                continue
+                loss = loss * 0.0
             loss.backward()
             extra["loss"] += float(loss.detach())
         extra |= self._step_optimizer(extra["loss"])

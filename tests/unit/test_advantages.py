@@ -10,7 +10,9 @@ import torch
 from dapo_rl.algorithm.advantages import ADVANTAGE_ESTIMATORS, group_advantages
 
 
-def reference_advantages(rewards: list[float], groups: list[int], norm_by_std: bool, eps: float) -> list[float]:
+def reference_advantages(
+    rewards: list[float], groups: list[int], norm_by_std: bool, eps: float
+) -> list[float]:
     """Plain Python loop over groups (semantics §5)."""
     out = [0.0] * len(rewards)
     for g in set(groups):
@@ -44,14 +46,18 @@ def test_hand_computed_unsorted_noncontiguous_groups() -> None:
 
 def test_without_std_normalisation() -> None:
     # Dr. GRPO: A = R - mean_g. group 0: [1, 0, 5] mean 2 -> [-1, -2, 3]; group 1: [4] alone -> 0
-    adv, _ = group_advantages(torch.tensor([1.0, 0.0, 5.0, 4.0]), torch.tensor([0, 0, 0, 1]), norm_by_std=False)
+    adv, _ = group_advantages(
+        torch.tensor([1.0, 0.0, 5.0, 4.0]), torch.tensor([0, 0, 0, 1]), norm_by_std=False
+    )
     torch.testing.assert_close(adv, torch.tensor([-1.0, -2.0, 3.0, 0.0]), rtol=0, atol=1e-6)
 
 
 def test_eps_enters_the_denominator() -> None:
     # rewards [0, 1]: std = sqrt(0.5) = 0.70710678; eps 0.5 -> A = -/+ 0.5 / 1.20710678 = -/+ 0.41421356
     adv, _ = group_advantages(torch.tensor([0.0, 1.0], dtype=torch.float64), torch.tensor([0, 0]), eps=0.5)
-    torch.testing.assert_close(adv, torch.tensor([-0.41421356, 0.41421356], dtype=torch.float64), atol=1e-8, rtol=0)
+    torch.testing.assert_close(
+        adv, torch.tensor([-0.41421356, 0.41421356], dtype=torch.float64), atol=1e-8, rtol=0
+    )
 
 
 def test_all_equal_rewards_and_singletons_are_exactly_zero() -> None:

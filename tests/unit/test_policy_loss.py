@@ -86,7 +86,9 @@ def test_huge_and_tiny_ratios_are_clamped() -> None:
 
 
 def test_masked_positions_are_zero_and_ignored_even_if_nan() -> None:
-    logp = torch.tensor([[math.log(1.5), float("nan"), -float("inf")]], dtype=torch.float64, requires_grad=True)
+    logp = torch.tensor(
+        [[math.log(1.5), float("nan"), -float("inf")]], dtype=torch.float64, requires_grad=True
+    )
     old = torch.tensor([[0.0, 0.0, -float("inf")]], dtype=torch.float64)
     mask = torch.tensor([[True, False, False]])
     loss, m = clipped_policy_loss(logp, old, torch.tensor([-1.0], dtype=torch.float64), mask, LOW, HIGH)
@@ -142,7 +144,12 @@ def test_no_valid_tokens() -> None:
 
 @pytest.mark.parametrize(
     ("low", "high", "c", "match"),
-    [(1.0, 0.28, None, "clip_ratio_low"), (-0.1, 0.28, None, "clip_ratio_low"), (0.2, -1.0, None, "clip_ratio_high"), (0.2, 0.28, 1.0, "clip_ratio_c")],
+    [
+        (1.0, 0.28, None, "clip_ratio_low"),
+        (-0.1, 0.28, None, "clip_ratio_low"),
+        (0.2, -1.0, None, "clip_ratio_high"),
+        (0.2, 0.28, 1.0, "clip_ratio_c"),
+    ],
 )
 def test_invalid_clip_settings(low: float, high: float, c: float | None, match: str) -> None:
     x = torch.zeros(1, 2)

@@ -33,17 +33,15 @@ def _check_options(temperature: float, chunk_tokens: int) -> None:
         raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
 
 
-def _chunk_stats(
-    x: Tensor, labels: Tensor | None, want_entropy: bool
-) -> tuple[Tensor | None, Tensor | None, Tensor]:
-    """For scaled logits ``x[n, V]``: (logp at labels [n] | None, entropy [n] | None, logsoftmax [n, V])."""
+def _chunk_stats(x: Tensor, labels: Tensor | None, want_entropy: bool) -> tuple[Tensor | None, Tensor | None]:
+    """For scaled logits ``x[n, V]``: (logp at labels [n] or None, entropy [n] or None)."""
     logsm = torch.log_softmax(x, dim=-1)
     logp = logsm.gather(-1, labels.unsqueeze(-1)).squeeze(-1) if labels is not None else None
     ent = None
     if want_entropy:
         p = logsm.exp()
         ent = -torch.where(p > 0, p * logsm, 0.0).sum(-1)
-    return logp, ent, logsm
+    return logp, ent
 
 
 def _chunk_grad(
@@ -64,8 +62,40 @@ def _chunk_grad(
     return grad
 
 
+def _as_rows(logits: Tensor) -> Tensor:
+    """``[..., T, V]`` -> ``[B, T, V]`` without copying (a 2-D input gets B = 1)."""
+    if logits.dim() < 2:
+        raise ValueError(f"logits must be [..., T, V], got shape {tuple(logits.shape)}")
+    if logits.dim() == 2:
+        return logits.unsqueeze(0)
+    try:
+        return logits.view(-1, *logits.shape[-2:])
+    except RuntimeError:  # leading dims not mergeable without a copy (rare)
+        return logits.reshape(-1, *logits.shape[-2:])
+
+
+def _pieces(start: int, end: int, seq_len: int) -> list[tuple[int, int, int]]:
+    """Flat token range [start, end) as (row, t0, t1) pieces of a [B, T, ...] tensor."""
+    out = []
+    while start < end:
+        row, t0 = divmod(start, seq_len)
+        t1 = min(seq_len, t0 + end - start)
+        out.append((row, t0, t1))
+        start += t1 - t0
+    return out
+
+
+def _read(x: Tensor, pieces: list[tuple[int, int, int]]) -> Tensor:
+    parts = [x[b, t0:t1] for b, t0, t1 in pieces]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
 class _ChunkedLogitsStats(torch.autograd.Function):
-    """logits[N, V] -> (logp[N] at labels, entropy[N]); either output may be disabled."""
+    """logits[B, T, V] -> (logp[B*T] at labels, entropy[B*T]); either output may be disabled.
+
+    The logits may be a non-contiguous view such as ``logits[:, :-1]``: chunks are read piece by
+    piece, so no ``[N, V]`` copy is made (a flat reshape would copy the whole tensor).
+    """
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -77,13 +107,13 @@ class _ChunkedLogitsStats(torch.autograd.Function):
         want_entropy: bool,
     ) -> tuple[Tensor, Tensor]:
         cdtype = _compute_dtype(logits.dtype)
-        n = logits.shape[0]
+        n, seq_len = logits.shape[0] * logits.shape[1], logits.shape[1]
         logp = torch.empty(n if labels is not None else 0, dtype=cdtype, device=logits.device)
         ent = torch.empty(n if want_entropy else 0, dtype=cdtype, device=logits.device)
         for s in range(0, n, chunk):
             e = min(s + chunk, n)
-            x = logits[s:e].to(cdtype) / temperature
-            lp, h, _ = _chunk_stats(x, labels[s:e] if labels is not None else None, want_entropy)
+            x = _read(logits, _pieces(s, e, seq_len)).to(cdtype) / temperature
+            lp, h = _chunk_stats(x, labels[s:e] if labels is not None else None, want_entropy)
             if lp is not None:
                 logp[s:e] = lp
             if h is not None:
@@ -104,11 +134,12 @@ class _ChunkedLogitsStats(torch.autograd.Function):
         if g_logp is None and g_ent is None:
             return None, None, None, None, None
         cdtype = _compute_dtype(logits.dtype)
-        grad = torch.empty_like(logits)
-        for s in range(0, logits.shape[0], ctx.chunk):
-            e = min(s + ctx.chunk, logits.shape[0])
-            x = logits[s:e].to(cdtype) / ctx.temperature
-            logsm = torch.log_softmax(x, dim=-1)
+        n, seq_len = logits.shape[0] * logits.shape[1], logits.shape[1]
+        grad = torch.empty(logits.shape, dtype=logits.dtype, device=logits.device)
+        for s in range(0, n, ctx.chunk):
+            e = min(s + ctx.chunk, n)
+            pieces = _pieces(s, e, seq_len)
+            logsm = torch.log_softmax(_read(logits, pieces).to(cdtype) / ctx.temperature, dim=-1)
             gx = _chunk_grad(
                 logsm,
                 labels[s:e] if labels is not None else None,
@@ -116,7 +147,11 @@ class _ChunkedLogitsStats(torch.autograd.Function):
                 ent[s:e] if g_ent is not None else None,
                 g_ent[s:e] if g_ent is not None else None,
             )
-            grad[s:e] = (gx / ctx.temperature).to(logits.dtype)
+            gx = (gx / ctx.temperature).to(logits.dtype)
+            offset = 0
+            for b, t0, t1 in pieces:
+                grad[b, t0:t1] = gx[offset : offset + t1 - t0]
+                offset += t1 - t0
         return grad, None, None, None, None
 
 
@@ -129,7 +164,8 @@ def token_logprobs(
     """Log-probability of each label under ``softmax(logits / temperature)``, chunked.
 
     Args:
-        logits: ``[..., T, V]`` (any float dtype; each chunk is upcast to fp32 inside).
+        logits: ``[..., T, V]`` (any float dtype; each chunk is upcast to fp32 inside). A
+            time-shifted view such as ``logits[:, :-1]`` is read in place, never copied.
         labels: ``[..., T]`` token ids in ``[0, V)`` (pad positions must hold a valid id, e.g. the
             pad token; mask them later).
         temperature: sampling temperature, > 0.
@@ -143,8 +179,8 @@ def token_logprobs(
         raise ValueError(
             f"labels {tuple(labels.shape)} must equal logits {tuple(logits.shape)} minus the vocab dim"
         )
-    flat = logits.reshape(-1, logits.shape[-1])
-    logp, _ = _ChunkedLogitsStats.apply(flat, labels.reshape(-1), float(temperature), chunk_tokens, False)
+    rows = _as_rows(logits)
+    logp, _ = _ChunkedLogitsStats.apply(rows, labels.reshape(-1), float(temperature), chunk_tokens, False)
     return logp.reshape(labels.shape)
 
 
@@ -152,7 +188,7 @@ def token_entropy(logits: Tensor, temperature: float = 1.0, chunk_tokens: int = 
     """Entropy of ``softmax(logits / temperature)`` per token, chunked.
 
     Args:
-        logits: ``[..., T, V]``.
+        logits: ``[..., T, V]`` (views such as ``logits[:, :-1]`` are not copied).
         temperature: > 0.
         chunk_tokens: tokens per chunk.
 
@@ -160,8 +196,8 @@ def token_entropy(logits: Tensor, temperature: float = 1.0, chunk_tokens: int = 
         ``[..., T]`` entropies in nats, float32 (float64 for float64 logits), differentiable.
     """
     _check_options(temperature, chunk_tokens)
-    flat = logits.reshape(-1, logits.shape[-1])
-    _, ent = _ChunkedLogitsStats.apply(flat, None, float(temperature), chunk_tokens, True)
+    rows = _as_rows(logits)
+    _, ent = _ChunkedLogitsStats.apply(rows, None, float(temperature), chunk_tokens, True)
     return ent.reshape(logits.shape[:-1])
 
 
@@ -186,7 +222,7 @@ class _ChunkedHeadStats(torch.autograd.Function):
         for s in range(0, n, chunk):
             e = min(s + chunk, n)
             x = _head_logits(hidden[s:e], weight, bias).to(cdtype) / temperature
-            lp, h, _ = _chunk_stats(x, labels[s:e], want_entropy)
+            lp, h = _chunk_stats(x, labels[s:e], want_entropy)
             logp[s:e] = lp
             if h is not None:
                 ent[s:e] = h

@@ -131,7 +131,9 @@ def _iter_records(path: Path) -> Iterator[tuple[int, str, Any]]:
         except json.JSONDecodeError as exc:
             raise ValueError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
         if not isinstance(data, list):
-            raise ValueError(f"{path}: a .json dataset must hold a list of objects, got {type(data).__name__}")
+            raise ValueError(
+                f"{path}: a .json dataset must hold a list of objects, got {type(data).__name__}"
+            )
         for index, record in enumerate(data):
             yield index, "", record
     elif suffix == ".parquet":
@@ -174,8 +176,14 @@ def _canonical_prompt(value: Any) -> str | list[dict[str, str]]:
     if isinstance(value, list) and value:
         messages = []
         for i, msg in enumerate(value):
-            if not (isinstance(msg, dict) and isinstance(msg.get("role"), str) and isinstance(msg.get("content"), str)):
-                raise MalformedRowError(f"prompt message {i} is not a {{'role': str, 'content': str}} dict: {msg!r:.80}")
+            if not (
+                isinstance(msg, dict)
+                and isinstance(msg.get("role"), str)
+                and isinstance(msg.get("content"), str)
+            ):
+                raise MalformedRowError(
+                    f"prompt message {i} is not a {{'role': str, 'content': str}} dict: {msg!r:.80}"
+                )
             messages.append({"role": msg["role"], "content": msg["content"]})
         return messages
     raise MalformedRowError(
@@ -202,7 +210,9 @@ def _canonical_answer(value: Any, extra: dict[str, Any]) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True)
     if not isinstance(value, str):
-        raise MalformedRowError(f"the answer must be a string, number, dict or list, got {type(value).__name__}")
+        raise MalformedRowError(
+            f"the answer must be a string, number, dict or list, got {type(value).__name__}"
+        )
     text = value.strip()
     if not text:
         raise MalformedRowError("the answer is empty")

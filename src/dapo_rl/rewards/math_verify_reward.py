@@ -36,7 +36,10 @@ def _configs() -> tuple[list[Any], list[Any]]:
 
     for logger_name in ("math_verify.parser", "math_verify.grader"):
         logging.getLogger(logger_name).addFilter(_DropTimeoutDisabledWarning())
-    pred_config = [math_verify.LatexExtractionConfig(boxed_match_priority=0), math_verify.ExprExtractionConfig()]
+    pred_config = [
+        math_verify.LatexExtractionConfig(boxed_match_priority=0),
+        math_verify.ExprExtractionConfig(),
+    ]
     gold_config = [math_verify.LatexExtractionConfig(), math_verify.ExprExtractionConfig()]
     return pred_config, gold_config
 

@@ -38,6 +38,7 @@ scoring. Extras: ``fn(response, ground_truth, **extra)``; keys named ``response`
 
 from __future__ import annotations
 
+import contextlib
 import math
 import multiprocessing as mp
 import pickle
@@ -109,6 +110,10 @@ def _worker_main(conn: Connection, fn_ref: str | RewardFn) -> None:
 
 class _ItemTimeout(BaseException):
     """Raised by the in-process SIGALRM guard; a BaseException so ``except Exception`` misses it."""
+
+
+def _raise_item_timeout(signum: int, frame: Any) -> None:
+    raise _ItemTimeout
 
 
 @dataclass
@@ -236,10 +241,8 @@ class RewardRunner:
         self.close()
 
     def __del__(self) -> None:
-        try:
+        with contextlib.suppress(Exception):
             self.close()
-        except Exception:
-            pass
 
     # ------------------------------------------------------------------------------------- helpers
     def _strip_eos(self, response: str) -> str:
@@ -263,7 +266,9 @@ class RewardRunner:
                 f"the last one: {detail}"
             )
 
-    def _assemble(self, outcomes: list[_Outcome], seconds: float) -> tuple[list[RewardResult], dict[str, float]]:
+    def _assemble(
+        self, outcomes: list[_Outcome], seconds: float
+    ) -> tuple[list[RewardResult], dict[str, float]]:
         results: list[RewardResult] = []
         timeouts = errors = 0
         first_error: str | None = None
@@ -303,13 +308,20 @@ class RewardRunner:
             and threading.current_thread() is threading.main_thread()
             and signal.getitimer(signal.ITIMER_REAL)[0] == 0.0  # never clobber someone else's timer
         )
+        previous = signal.signal(signal.SIGALRM, _raise_item_timeout) if guard else None
         outcomes: list[_Outcome] = []
-        for response, ground_truth, extra in items:
-            outcome = self._guarded_call(response, ground_truth, extra) if guard else self._plain_call(
-                response, ground_truth, extra
-            )
-            outcomes.append(outcome)
-            self._record(outcome)
+        try:
+            for response, ground_truth, extra in items:
+                outcome = (
+                    self._guarded_call(response, ground_truth, extra)
+                    if guard
+                    else self._plain_call(response, ground_truth, extra)
+                )
+                outcomes.append(outcome)
+                self._record(outcome)
+        finally:
+            if guard:
+                signal.signal(signal.SIGALRM, previous)
         return outcomes
 
     def _plain_call(self, response: str, ground_truth: str, extra: dict[str, Any]) -> _Outcome:
@@ -319,11 +331,8 @@ class RewardRunner:
             return _Outcome("error", error=traceback.format_exc())
 
     def _guarded_call(self, response: str, ground_truth: str, extra: dict[str, Any]) -> _Outcome:
-        def on_alarm(signum: int, frame: Any) -> None:
-            raise _ItemTimeout
-
+        """One call under an ITIMER_REAL alarm (the SIGALRM handler is installed by the caller)."""
         assert self.timeout_s is not None
-        previous = signal.signal(signal.SIGALRM, on_alarm)
         try:
             try:
                 signal.setitimer(signal.ITIMER_REAL, self.timeout_s)
@@ -332,8 +341,6 @@ class RewardRunner:
                 signal.setitimer(signal.ITIMER_REAL, 0.0)
         except _ItemTimeout:
             return _Outcome("timeout")
-        finally:
-            signal.signal(signal.SIGALRM, previous)
 
     # -------------------------------------------------------------------------------- isolated path
     def _start_worker(self) -> _Slot:
@@ -348,10 +355,8 @@ class RewardRunner:
     @staticmethod
     def _stop_worker(slot: _Slot, graceful: bool) -> None:
         if graceful and slot.process.is_alive():
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 slot.conn.send(None)
-            except (OSError, ValueError):
-                pass
             slot.process.join(timeout=1.0)
         if slot.process.is_alive():
             slot.process.kill()
@@ -426,7 +431,12 @@ class RewardRunner:
                     slot.item = None
                     slot.deadline = math.inf
                     done.append(
-                        (idx, _Outcome("ok", result=payload) if kind == "ok" else _Outcome("error", error=payload))
+                        (
+                            idx,
+                            _Outcome("ok", result=payload)
+                            if kind == "ok"
+                            else _Outcome("error", error=payload),
+                        )
                     )
         except (EOFError, OSError):
             pass  # the pipe closed: handled as a death below

@@ -1,0 +1,411 @@
+"""Batched sampling with any Hugging Face causal LM: the default rollout engine.
+
+How a call to :meth:`HFRolloutEngine.generate` runs:
+
+1. Prompts are sorted by length and cut into chunks of at most ``max_batch_sequences`` rows
+   (prompt x sample) and ``max_batch_tokens`` cache slots, so similar lengths share a chunk.
+2. Per chunk, the distinct prompts are left-padded (attention mask, position ids counted from each
+   prompt's first real token) and prefilled ONCE; the KV cache and last logits are then expanded to
+   the samples of each prompt.
+3. Decode loop, one token per step for all rows: temperature / top-k / top-p / greedy on the last
+   logits, a ``torch.Generator`` seeded from ``params.seed`` (same seed, same outputs), EOS ids and
+   stop strings end a row. Finished rows are dropped from the batch (and from the cache) once they
+   are a quarter of it; the loop ends as soon as every row has finished.
+
+The KV cache is a ``DynamicCache`` whose layers write into buffers preallocated for
+prompt + ``max_new_tokens`` instead of concatenating each step (measured on 2 CPU cores with a
+1M-parameter Llama, batch 256: 16 ms per decode step instead of 21 ms). Models whose cache is not a
+plain full-attention one (sliding windows, linear attention) keep transformers' own cache layers.
+
+The engine samples from the model object it was given (the trainer passes its live policy, so there
+are no weights to sync), in eval mode under ``torch.inference_mode``, and restores the training mode
+afterwards.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import DynamicCache
+from transformers.cache_utils import DynamicLayer
+
+from dapo_rl.rollout.base import FinishReason, Response, SamplingParams
+
+_COMPACT_FRACTION = 0.25  # drop finished rows once they are this fraction of the batch
+
+
+class _PreallocatedLayer(DynamicLayer):
+    """A full-attention cache layer writing into a buffer of fixed capacity (no per-step concat).
+
+    ``keys`` / ``values`` are views of the filled part, shape ``[batch, heads, length, head_dim]``.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+        self.length = 0
+
+    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
+        self.dtype, self.device = key_states.dtype, key_states.device
+        batch, heads, _, _ = key_states.shape
+        self._kbuf = key_states.new_empty((batch, heads, self.capacity, key_states.shape[-1]))
+        self._vbuf = value_states.new_empty((batch, heads, self.capacity, value_states.shape[-1]))
+        self.length = 0
+        self._set_views()
+        self.is_initialized = True
+
+    def _set_views(self) -> None:
+        self.keys = self._kbuf[:, :, : self.length]
+        self.values = self._vbuf[:, :, : self.length]
+
+    def update(
+        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            self.lazy_initialization(key_states, value_states)
+        new = key_states.shape[-2]
+        end = self.length + new
+        if end > self.capacity:
+            raise RuntimeError(f"KV cache capacity {self.capacity} exceeded ({end} tokens)")
+        self._kbuf[:, :, self.length : end].copy_(key_states)
+        self._vbuf[:, :, self.length : end].copy_(value_states)
+        self.length = end
+        self._set_views()
+        return self.keys, self.values
+
+    def get_seq_length(self) -> int:
+        return self.length if self.is_initialized else 0
+
+    def _reindex(self, index: torch.Tensor) -> None:
+        if not self.is_initialized:
+            return
+        kbuf = self._kbuf.new_empty((index.numel(), *self._kbuf.shape[1:]))
+        vbuf = self._vbuf.new_empty((index.numel(), *self._vbuf.shape[1:]))
+        kbuf[:, :, : self.length] = self.keys.index_select(0, index)
+        vbuf[:, :, : self.length] = self.values.index_select(0, index)
+        self._kbuf, self._vbuf = kbuf, vbuf
+        self._set_views()
+
+    def batch_repeat_interleave(self, repeats: int) -> None:
+        if self.is_initialized:
+            batch = self._kbuf.shape[0]
+            self._reindex(torch.arange(batch, device=self.device).repeat_interleave(repeats))
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._reindex(indices.to(self.device))
+
+    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
+        self._reindex(beam_idx.to(self.device))
+
+    def crop(self, tokens_to_remove: int) -> None:
+        raise NotImplementedError("the rollout cache is never cropped")
+
+    def reset(self) -> None:
+        self.length = 0
+        self._set_views()
+
+
+def _make_cache(model: torch.nn.Module, capacity: int) -> DynamicCache:
+    """A ``DynamicCache`` for ``model``; plain full-attention layers get preallocated buffers."""
+    cache = DynamicCache(config=model.config)
+    if cache.layers and all(type(layer) is DynamicLayer for layer in cache.layers):
+        cache.layers = [_PreallocatedLayer(capacity) for _ in cache.layers]
+    return cache
+
+
+@dataclass
+class _Chunk:
+    """Prompts decoded together: ``prompts[j]`` is sampled ``counts[j]`` times; ``rows`` maps each
+    decode row to ``(prompt_index, sample_index)`` in the caller's numbering."""
+
+    prompts: list[list[int]]
+    counts: list[int]
+    rows: list[tuple[int, int]]
+
+
+class HFRolloutEngine:
+    """Rollout engine over a Hugging Face ``AutoModelForCausalLM`` (see the module docstring).
+
+    ``max_batch_sequences`` caps the rows (prompt x sample) decoded together; ``max_batch_tokens``
+    (optional) caps rows x (padded prompt length + ``max_new_tokens``), the KV cache slots of a
+    chunk. A prompt whose ``n`` samples do not fit one chunk is split over several chunks (its
+    prefill then runs once per chunk).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Any,
+        max_batch_sequences: int = 256,
+        max_batch_tokens: int | None = None,
+    ) -> None:
+        if max_batch_sequences < 1:
+            raise ValueError(f"max_batch_sequences must be >= 1, got {max_batch_sequences}")
+        if max_batch_tokens is not None and max_batch_tokens < 1:
+            raise ValueError(f"max_batch_tokens must be >= 1, got {max_batch_tokens}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.max_batch_sequences = max_batch_sequences
+        self.max_batch_tokens = max_batch_tokens
+        pad = getattr(tokenizer, "pad_token_id", None)
+        if pad is None:
+            pad = getattr(tokenizer, "eos_token_id", None)
+        self.pad_token_id: int = int(pad) if pad is not None else 0
+        params = inspect.signature(model.forward).parameters
+        self._logits_to_keep = "logits_to_keep" in params
+
+    # ------------------------------------------------------------------ public API
+    def generate(
+        self, prompt_ids: list[list[int]], n: int, params: SamplingParams
+    ) -> list[list[Response]]:
+        """Sample ``n`` responses for each prompt; ``result[prompt_index][sample_index]``."""
+        self._validate(prompt_ids, n, params)
+        results: list[list[Response | None]] = [[None] * n for _ in prompt_ids]
+        if not prompt_ids or n == 0:
+            return results  # type: ignore[return-value]
+        device = self._device()
+        generator = torch.Generator(device=device)
+        seed = params.seed
+        if seed is None:  # follow the global RNG so that torch.manual_seed makes runs reproducible
+            seed = int(torch.randint(0, 2**62, (1,)).item())
+        generator.manual_seed(seed)
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                for chunk in self._chunks(prompt_ids, n, params.max_new_tokens):
+                    for (p, s), response in zip(chunk.rows, self._run_chunk(chunk, params, generator)):
+                        results[p][s] = response
+        finally:
+            self.model.train(was_training)
+        return results  # type: ignore[return-value]
+
+    # ------------------------------------------------------------------ planning
+    @staticmethod
+    def _validate(prompt_ids: list[list[int]], n: int, params: SamplingParams) -> None:
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        if params.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {params.max_new_tokens}")
+        if params.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {params.temperature}")
+        if not 0 < params.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {params.top_p}")
+        if params.top_k < 0:
+            raise ValueError(f"top_k must be >= 0, got {params.top_k}")
+        if any(len(p) == 0 for p in prompt_ids):
+            raise ValueError("every prompt needs at least one token")
+        if any(s == "" for s in params.stop_strings):
+            raise ValueError("stop strings must be non-empty")
+
+    def _device(self) -> torch.device:
+        try:
+            return next(self.model.parameters()).device
+        except StopIteration:  # pragma: no cover - a model without parameters
+            return torch.device("cpu")
+
+    def _chunks(self, prompt_ids: list[list[int]], n: int, max_new: int) -> list[_Chunk]:
+        """Cut (prompt, sample) rows into chunks, prompts sorted by length (less padding)."""
+        order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+        chunks: list[_Chunk] = []
+        current = _Chunk([], [], [])
+        width = 0  # padded prompt length of the current chunk
+
+        def rows_allowed(new_width: int) -> int:
+            cap = self.max_batch_sequences
+            if self.max_batch_tokens is not None:
+                cap = min(cap, max(1, self.max_batch_tokens // (new_width + max_new)))
+            return cap
+
+        for i in order:
+            remaining = n
+            while remaining > 0:
+                new_width = max(width, len(prompt_ids[i]))
+                free = rows_allowed(new_width) - len(current.rows)
+                if free <= 0:
+                    chunks.append(current)
+                    current, width = _Chunk([], [], []), 0
+                    continue
+                take = min(free, remaining)
+                first = n - remaining
+                current.prompts.append(prompt_ids[i])
+                current.counts.append(take)
+                current.rows.extend((i, first + s) for s in range(take))
+                width = new_width
+                remaining -= take
+        if current.rows:
+            chunks.append(current)
+        return chunks
+
+    # ------------------------------------------------------------------ decoding
+    def _forward(self, **kwargs: Any) -> torch.Tensor:
+        """Logits of the last position, float32, shape ``[batch, vocab]``."""
+        if self._logits_to_keep:
+            kwargs["logits_to_keep"] = 1
+        out = self.model(use_cache=True, **kwargs)
+        return out.logits[:, -1, :].float()
+
+    def _prefill(
+        self, chunk: _Chunk, max_new: int, device: torch.device
+    ) -> tuple[DynamicCache, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Prefill each distinct prompt once, then expand to its samples.
+
+        Returns the cache, the last logits ``[rows, vocab]``, the attention mask
+        ``[rows, width + max_new]`` (prompt part filled, generated part all ones) and the next
+        position id of each row.
+        """
+        width = max(len(p) for p in chunk.prompts)
+        num = len(chunk.prompts)
+        ids = torch.full((num, width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((num, width + max_new), dtype=torch.long)
+        mask[:, width:] = 1
+        for j, p in enumerate(chunk.prompts):
+            ids[j, width - len(p) :] = torch.tensor(p, dtype=torch.long)
+            mask[j, width - len(p) : width] = 1
+        ids, mask = ids.to(device), mask.to(device)
+        prompt_mask = mask[:, :width]
+        positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+        cache = _make_cache(self.model, width + max_new)
+        logits = self._forward(
+            input_ids=ids, attention_mask=prompt_mask, position_ids=positions, past_key_values=cache
+        )
+        next_pos = prompt_mask.sum(-1)
+        if all(c == chunk.counts[0] for c in chunk.counts):
+            if chunk.counts[0] > 1:
+                cache.batch_repeat_interleave(chunk.counts[0])
+            expand = torch.arange(num, device=device).repeat_interleave(chunk.counts[0])
+        else:
+            expand = torch.repeat_interleave(
+                torch.arange(num, device=device), torch.tensor(chunk.counts, device=device)
+            )
+            cache.batch_select_indices(expand)
+        return cache, logits[expand], mask[expand], next_pos[expand]
+
+    def _run_chunk(
+        self, chunk: _Chunk, params: SamplingParams, generator: torch.Generator
+    ) -> list[Response]:
+        device = self._device()
+        max_new = params.max_new_tokens
+        cache, logits, mask, positions = self._prefill(chunk, max_new, device)
+        width = mask.shape[1] - max_new
+        rows = len(chunk.rows)
+        out_tokens = torch.full((rows, max_new), self.pad_token_id, dtype=torch.long, device=device)
+        out_logprobs = torch.zeros((rows, max_new), dtype=torch.float32, device=device)
+        lengths = [max_new] * rows
+        reasons: list[FinishReason] = ["length"] * rows
+        eos = torch.tensor(sorted(set(params.eos_token_ids)), dtype=torch.long, device=device)
+        stop = _StopChecker(self.tokenizer, params.stop_strings)
+        active = torch.arange(rows, device=device)  # decode row -> chunk row
+        alive = torch.ones(rows, dtype=torch.bool, device=device)
+        for t in range(max_new):
+            tokens, logprobs = _sample(logits, params, generator)
+            out_tokens[active, t] = tokens
+            if logprobs is not None:
+                out_logprobs[active, t] = logprobs
+            ended = alive & torch.isin(tokens, eos) if eos.numel() else torch.zeros_like(alive)
+            for idx in ended.nonzero().flatten().tolist():
+                row = int(active[idx])
+                lengths[row], reasons[row] = t + 1, "eos"
+            if stop.active:
+                candidates = (alive & ~ended).nonzero().flatten()
+                tails = out_tokens[active[candidates], max(0, t + 1 - stop.window) : t + 1].tolist()
+                for idx, hit in zip(candidates.tolist(), stop.hits(tails)):
+                    if hit:
+                        row = int(active[idx])
+                        lengths[row], reasons[row] = t + 1, "stop"
+                        ended[idx] = True
+            alive &= ~ended
+            if t == max_new - 1:
+                break
+            n_alive = int(alive.sum())
+            if n_alive == 0:
+                break
+            if alive.numel() - n_alive >= max(1, _COMPACT_FRACTION * alive.numel()):
+                keep = alive.nonzero().flatten()
+                cache.batch_select_indices(keep)
+                active, tokens, positions, mask = active[keep], tokens[keep], positions[keep], mask[keep]
+                alive = alive[keep]
+            logits = self._forward(
+                input_ids=tokens[:, None],
+                attention_mask=mask[:, : width + t + 1],
+                position_ids=positions[:, None],
+                past_key_values=cache,
+            )
+            positions = positions + 1
+        token_lists = out_tokens.tolist()
+        logprob_lists = out_logprobs.tolist() if params.return_logprobs else None
+        generated = [token_lists[r][: lengths[r]] for r in range(rows)]
+        texts = self.tokenizer.batch_decode(generated, skip_special_tokens=True)
+        return [
+            Response(
+                token_ids=generated[r],
+                text=texts[r],
+                finish_reason=reasons[r],
+                logprobs=logprob_lists[r][: lengths[r]] if logprob_lists is not None else None,
+            )
+            for r in range(rows)
+        ]
+
+
+def _sample(
+    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Next tokens ``[rows]`` and, when asked for, their unfiltered log-probs at the temperature."""
+    greedy = params.temperature == 0
+    scaled = logits if greedy else logits / params.temperature
+    if greedy:
+        tokens = scaled.argmax(-1)
+    else:
+        filtered = _filter_top_k_top_p(scaled, params.top_k, params.top_p)
+        probs = torch.softmax(filtered, dim=-1)
+        # Exponential race: argmax p_i / E_i with E_i ~ Exp(1) is a draw from p (no host sync).
+        noise = torch.empty_like(probs).exponential_(1.0, generator=generator)
+        tokens = (probs / noise).argmax(-1)
+    if not params.return_logprobs:
+        return tokens, None
+    logprobs = torch.log_softmax(scaled, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
+    return tokens, logprobs
+
+
+def _filter_top_k_top_p(scaled: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Set logits outside the top-k (ties kept) and outside the nucleus to ``-inf``.
+
+    The nucleus is the smallest set of most likely tokens (after top-k) whose probability reaches
+    ``top_p``; the most likely token is always kept.
+    """
+    vocab = scaled.shape[-1]
+    if 0 < top_k < vocab:
+        kth = torch.topk(scaled, top_k, dim=-1).values[:, -1:]
+        scaled = scaled.masked_fill(scaled < kth, -math.inf)
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(scaled, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        before = probs.cumsum(-1) - probs  # probability mass of the more likely tokens
+        drop_sorted = before >= top_p
+        drop_sorted[:, 0] = False
+        drop = torch.zeros_like(drop_sorted).scatter_(-1, order, drop_sorted)
+        scaled = scaled.masked_fill(drop, -math.inf)
+    return scaled
+
+
+class _StopChecker:
+    """Detects stop strings in the decoded tail of a response."""
+
+    def __init__(self, tokenizer: Any, stop_strings: list[str]) -> None:
+        self.tokenizer = tokenizer
+        self.stop_strings = list(stop_strings)
+        self.active = bool(self.stop_strings)
+        # Every ordinary token decodes to at least one character; the margin covers special tokens
+        # (decoded to nothing) and partial UTF-8 pieces.
+        self.window = max((len(s) for s in self.stop_strings), default=0) + 8
+
+    def hits(self, tails: list[list[int]]) -> list[bool]:
+        """For each token tail, whether its decoded text contains a stop string."""
+        if not tails:
+            return []
+        texts = self.tokenizer.batch_decode(tails, skip_special_tokens=True)
+        return [any(s in text for s in self.stop_strings) for text in texts]
