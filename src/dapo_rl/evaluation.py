@@ -370,6 +370,7 @@ def eval_from_cli(args: argparse.Namespace) -> dict[str, Any]:
     from dapo_rl.registry import RegistryError
     from dapo_rl.rewards import REWARDS
     from dapo_rl.rewards.runner import RewardRunner
+    from dapo_rl.rollout import ROLLOUT_ENGINES
     from dapo_rl.runtime import load_model_and_tokenizer, model_dir, resolve_device
 
     cfg = load_config(args.config, args.overrides, check_paths=False)
@@ -400,6 +401,7 @@ def eval_from_cli(args: argparse.Namespace) -> dict[str, Any]:
         torch.set_num_threads(cfg.train.num_threads)
     device = resolve_device(cfg.train.device)
     model, tokenizer = load_model_and_tokenizer(path, cfg, device)
+    engine = ROLLOUT_ENGINES.get(cfg.rollout.engine)(model, tokenizer, cfg.rollout.max_batch_sequences)
     settings = {
         "model": str(path),
         "data": data_desc,
@@ -431,6 +433,7 @@ def eval_from_cli(args: argparse.Namespace) -> dict[str, Any]:
             use_chat_template=cfg.data.use_chat_template,
             system_prompt=cfg.data.system_prompt,
             seed=cfg.train.seed,
+            engine=engine,
             stop_strings=cfg.rollout.stop_strings,
         )
     result = {"settings": settings, **result}

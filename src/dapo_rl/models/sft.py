@@ -1,0 +1,279 @@
+"""Supervised warm start of the tiny model on the synthetic task, cached on disk.
+
+:func:`run_sft` trains a fresh tiny Llama on :func:`dapo_rl.data.synthetic.format_solution` targets
+(loss on the response tokens and the final EOS only), AdamW with linear warm-up and cosine decay,
+then measures the model with the rollout engine on held-out problems and writes model, tokenizer
+and ``sft_info.json`` atomically. The schedule is deliberately short: the warm model writes the
+format reliably and is partly right, which leaves RL something to learn.
+
+:func:`ensure_warm_model` returns a cached warm model directory, training it first when the cache
+has no complete one for the current task and model configuration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import random
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from dapo_rl.data import synthetic
+from dapo_rl.models.tiny import build_tiny_model, build_tokenizer, default_cache_dir
+from dapo_rl.rollout.base import SamplingParams
+from dapo_rl.rollout.hf_engine import HFRolloutEngine
+
+#: Bump when the SFT recipe changes in a way that changes the cached model.
+SFT_VERSION = "sft-v1"
+INFO_FILE = "sft_info.json"
+#: Generation cap used when evaluating the warm model (longest reference response: 49 tokens).
+EVAL_MAX_NEW_TOKENS = 64
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """Everything that determines the warm model (hashed into the cache directory name)."""
+
+    steps: int = 600
+    batch_size: int = 64
+    lr: float = 3e-3
+    warmup_steps: int = 30
+    weight_decay: float = 0.01
+    hidden: int = 128
+    layers: int = 4
+    heads: int = 4
+    seed: int = 0
+
+    def digest(self) -> str:
+        """A short hash of this config, the task version and the SFT version."""
+        payload = json.dumps(
+            {"sft": asdict(self), "task": synthetic.TASK_VERSION, "version": SFT_VERSION}, sort_keys=True
+        )
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+@contextlib.contextmanager
+def _torch_threads(threads: int | None) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _encode_examples(tokenizer: Any, rows: list) -> list[tuple[list[int], int]]:
+    """Token ids of prompt + solution + EOS, with the prompt length (its tokens get no loss)."""
+    prompts = tokenizer([r.prompt for r in rows])["input_ids"]
+    answers = tokenizer([synthetic.format_solution(r) for r in rows], add_special_tokens=False)["input_ids"]
+    eos = tokenizer.eos_token_id
+    return [(p + a + [eos], len(p)) for p, a in zip(prompts, answers)]
+
+
+def _collate(examples: list[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(ids) for ids, _ in examples)
+    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(examples), width), dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    for i, (ids, prompt_len) in enumerate(examples):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        attention[i, : len(ids)] = 1
+        labels[i, prompt_len : len(ids)] = input_ids[i, prompt_len : len(ids)]
+    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+
+
+def _lr_factor(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.1 + 0.9 * 0.5 * (1.0 + torch.cos(torch.tensor(progress * torch.pi)).item())
+
+
+def evaluate_warm_model(
+    model: torch.nn.Module, tokenizer: Any, problems: int = 200, samples: int = 8, seed: int = 0
+) -> dict[str, Any]:
+    """Accuracy on ``problems`` held-out problems: greedy, and ``samples`` samples at temperature 1.
+
+    Also the fraction of problems whose samples are mixed / all right / all wrong (the DAPO
+    dynamic-sampling view) and the per-level sampled accuracy.
+    """
+    rows = synthetic.make_rows(problems, seed=seed, split="test")
+    prompts = tokenizer([r.prompt for r in rows])["input_ids"]
+    engine = HFRolloutEngine(model, tokenizer)
+    base = {"max_new_tokens": EVAL_MAX_NEW_TOKENS, "eos_token_ids": [tokenizer.eos_token_id]}
+    greedy = engine.generate(prompts, 1, SamplingParams(temperature=0.0, **base))
+    sampled = engine.generate(prompts, samples, SamplingParams(temperature=1.0, seed=seed, **base))
+
+    def right(row: Any, text: str) -> bool:
+        return synthetic.extract_answer(text) == int(row.answer)
+
+    greedy_right = [right(r, g[0].text) for r, g in zip(rows, greedy)]
+    counts = [sum(right(r, s.text) for s in group) for r, group in zip(rows, sampled)]
+    per_level: dict[str, float] = {}
+    for level in sorted({r.extra["level"] for r in rows}):
+        idx = [i for i, r in enumerate(rows) if r.extra["level"] == level]
+        per_level[str(level)] = sum(counts[i] for i in idx) / (samples * len(idx))
+    lengths = [s.length for group in sampled for s in group]
+    return {
+        "eval_problems": problems,
+        "eval_samples_per_problem": samples,
+        "greedy_accuracy": sum(greedy_right) / problems,
+        "sampled_accuracy": sum(counts) / (samples * problems),
+        "groups_mixed": sum(0 < c < samples for c in counts) / problems,
+        "groups_all_right": sum(c == samples for c in counts) / problems,
+        "groups_all_wrong": sum(c == 0 for c in counts) / problems,
+        "sampled_accuracy_per_level": per_level,
+        "sampled_mean_length": sum(lengths) / len(lengths),
+        "sampled_truncated": sum(s.truncated for group in sampled for s in group) / len(lengths),
+    }
+
+
+def _train(
+    model: torch.nn.Module, tokenizer: Any, cfg: SFTConfig, max_seconds: float | None, progress: bool
+) -> dict[str, Any]:
+    rows = synthetic.make_rows(cfg.steps * cfg.batch_size, seed=cfg.seed, split="train")
+    examples = _encode_examples(tokenizer, rows)
+    random.Random(cfg.seed).shuffle(examples)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98)
+    )
+    model.train()
+    losses: list[float] = []
+    start = time.perf_counter()
+    bar = tqdm(range(cfg.steps), desc="SFT warm start", disable=not progress, leave=False)
+    for step in bar:
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * _lr_factor(step, cfg.warmup_steps, cfg.steps)
+        batch = _collate(examples[step * cfg.batch_size : (step + 1) * cfg.batch_size], tokenizer.pad_token_id)
+        loss = model(**batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        losses.append(loss.item())
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if max_seconds is not None and time.perf_counter() - start > max_seconds:
+            break
+    bar.close()
+    model.eval()
+    tail = losses[-10:]
+    return {
+        "steps": len(losses),
+        "train_seconds": time.perf_counter() - start,
+        "initial_loss": losses[0],
+        "final_loss": sum(tail) / len(tail),
+    }
+
+
+def _atomic_save(model: torch.nn.Module, tokenizer: Any, info: dict[str, Any], output_dir: Path) -> None:
+    """Write everything into a sibling temp dir, then rename it into place."""
+    output_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = output_dir.parent / f".{output_dir.name}.tmp-{os.getpid()}-{time.time_ns()}"
+    try:
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        (tmp / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        if output_dir.exists():
+            trash = output_dir.parent / f".{output_dir.name}.old-{os.getpid()}-{time.time_ns()}"
+            output_dir.rename(trash)
+            tmp.rename(output_dir)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            tmp.rename(output_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def run_sft(
+    output_dir: Path,
+    steps: int = SFTConfig.steps,
+    seed: int = 0,
+    batch_size: int = SFTConfig.batch_size,
+    lr: float = SFTConfig.lr,
+    hidden: int = SFTConfig.hidden,
+    layers: int = SFTConfig.layers,
+    max_seconds: float | None = 170.0,
+    eval_problems: int = 200,
+    threads: int | None = 2,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Train the warm-start model and save it (with its tokenizer and ``sft_info.json``) to ``output_dir``.
+
+    ``max_seconds`` stops training early on a slow machine (the steps run are recorded);
+    ``threads`` sets torch's CPU threads for the run (restored afterwards; ``None`` keeps them).
+    ``eval_problems=0`` skips the evaluation. Returns the info dict written to ``sft_info.json``.
+    """
+    output_dir = Path(output_dir)
+    cfg = SFTConfig(steps=steps, batch_size=batch_size, lr=lr, hidden=hidden, layers=layers, seed=seed)
+    with _torch_threads(threads):
+        start = time.perf_counter()
+        tokenizer = build_tokenizer()
+        model = build_tiny_model(tokenizer, hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads, seed=seed)
+        info: dict[str, Any] = {
+            "task_version": synthetic.TASK_VERSION,
+            "sft_version": SFT_VERSION,
+            "config": asdict(cfg),
+            "config_hash": cfg.digest(),
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "threads": torch.get_num_threads(),
+        }
+        info.update(_train(model, tokenizer, cfg, max_seconds, progress))
+        if eval_problems > 0:
+            eval_start = time.perf_counter()
+            info.update(evaluate_warm_model(model, tokenizer, problems=eval_problems, seed=seed))
+            info["eval_seconds"] = time.perf_counter() - eval_start
+        info["seconds"] = time.perf_counter() - start
+        _atomic_save(model, tokenizer, info, output_dir)
+    return info
+
+
+def read_info(model_dir: Path) -> dict[str, Any] | None:
+    """The ``sft_info.json`` of a warm model directory, or ``None`` when it is missing or unreadable."""
+    try:
+        return json.loads((Path(model_dir) / INFO_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def ensure_warm_model(
+    cache_dir: Path | None = None,
+    steps: int = SFTConfig.steps,
+    seed: int = 0,
+    progress: bool = True,
+    **sft_kwargs: Any,
+) -> Path:
+    """The directory of a warm-started model for the current task, training one if needed.
+
+    The directory is ``<cache_dir>/warm-<hash>`` (``cache_dir`` defaults to
+    :func:`~dapo_rl.models.tiny.default_cache_dir`), the hash covering the task version and the SFT
+    configuration. It is reused when it holds a model, a tokenizer and an ``sft_info.json`` with
+    that hash; otherwise :func:`run_sft` writes it. ``sft_kwargs`` go to :func:`run_sft`.
+    """
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    cfg_fields = {k: v for k, v in sft_kwargs.items() if k in SFTConfig.__dataclass_fields__}
+    cfg = SFTConfig(steps=steps, seed=seed, **cfg_fields)
+    target = cache_dir / f"warm-{cfg.digest()}"
+    if _is_complete(target, cfg.digest()):
+        return target
+    run_sft(target, steps=steps, seed=seed, progress=progress, **sft_kwargs)
+    return target
+
+
+def _is_complete(model_dir: Path, digest: str) -> bool:
+    info = read_info(model_dir)
+    if info is None or info.get("config_hash") != digest:
+        return False
+    needed = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
+    return all((model_dir / name).is_file() for name in needed)

@@ -1,0 +1,203 @@
+"""`dapo train` end to end on a tiny random model: outputs, parameter change, exact resume after
+SIGKILL, SIGTERM checkpointing, and clean errors that write nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.helpers_model import make_tiny_model_and_tokenizer
+
+pytestmark = pytest.mark.slow
+
+SMALL = [
+    "batch.prompts_per_step=4",
+    "batch.prompts_per_update=2",
+    "batch.samples_per_prompt=4",
+    "rollout.max_response_tokens=24",
+    "overlong.buffer_tokens=8",
+    "batch.micro_batch_tokens=128",  # several micro-batches per update
+    "dynamic_sampling.metric=reward",  # a random model is never right; its lengths still differ
+    "dynamic_sampling.max_rounds=2",
+    "eval.max_problems=4",
+    "eval.k=2",
+    "optim.lr=1e-3",
+    "optim.warmup_updates=0",
+    "train.num_threads=1",
+]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("model")
+    model, tok = make_tiny_model_and_tokenizer(seed=0, hidden=32, layers=2, init_std=0.05)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def _env(tmp: Path) -> dict[str, str]:
+    return {
+        **os.environ,
+        "DAPO_RL_CACHE": str(tmp / "cache"),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def _train_cmd(model: Path, run_dir: Path, name: str, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "dapo_rl", "train", f"model.path={model}", f"logging.run_dir={run_dir}",
+        f"logging.run_name={name}", *SMALL, *extra,
+    ]  # fmt: skip
+
+
+def _metrics(run: Path) -> dict[int, dict]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r for r in rows if "reward/mean" in r}
+
+
+def _comparable(row: dict) -> dict:
+    return {k: v for k, v in row.items() if not k.startswith("perf/") and k != "reward/seconds"}
+
+
+def test_smoke_run_writes_everything_and_changes_parameters(model_dir: Path, tmp_path: Path) -> None:
+    out = subprocess.run(
+        _train_cmd(model_dir, tmp_path, "smoke", "train.total_steps=2", "checkpoint.every_steps=1"),
+        capture_output=True, text=True, env=_env(tmp_path), timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    run = tmp_path / "smoke"
+    assert "held-out before" in out.stdout and "held-out after" in out.stdout
+    for f in ("config.yaml", "metrics.jsonl", "summary.json"):
+        assert (run / f).is_file(), f
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    plots = {p.name for p in (run / "plots").glob("*.png")}
+    assert {
+        "reward.png",
+        "length.png",
+        "clip.png",
+        "entropy.png",
+        "dynamic_sampling.png",
+        "time.png",
+    } <= plots
+    ckpts = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert ckpts == ["step_000001", "step_000002"]
+    final = run / "checkpoints" / "step_000002"
+    assert (final / "model" / "model.safetensors").is_file() and (final / "trainer_state.pt").is_file()
+    before = load_file(model_dir / "model.safetensors")
+    after = load_file(final / "model" / "model.safetensors")
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed, "no parameter changed after two DAPO steps"
+    metrics = _metrics(run)
+    assert sorted(metrics) == [1, 2]
+    for key in ("loss/clip_frac", "loss/entropy", "sampling/keep_rate", "reward/acc", "optim/grad_norm"):
+        assert key in metrics[2]
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["optimizer_updates"] >= 2
+
+
+def test_resume_after_sigkill_matches_uninterrupted(model_dir: Path, tmp_path: Path) -> None:
+    common = (
+        "train.total_steps=6",
+        "checkpoint.every_steps=2",
+        "checkpoint.keep_last=5",
+        "eval.every_steps=0",
+    )
+    ref = subprocess.run(
+        _train_cmd(model_dir, tmp_path, "ref", *common),
+        capture_output=True,
+        text=True,
+        env=_env(tmp_path),
+        timeout=300,
+    )
+    assert ref.returncode == 0, ref.stderr[-3000:]
+
+    proc = subprocess.Popen(
+        _train_cmd(model_dir, tmp_path, "killed", *common),
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(tmp_path),
+    )  # fmt: skip
+    marker = tmp_path / "killed" / "checkpoints" / "step_000002" / "COMPLETE"
+    deadline = time.time() + 240
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), "no checkpoint appeared before the run ended"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "summary.json").exists(), "the run finished before it was killed"
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "dapo_rl", "train", "--resume", str(tmp_path / "killed")],
+        capture_output=True, text=True, env=_env(tmp_path), timeout=300,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = _metrics(tmp_path / "ref"), _metrics(tmp_path / "killed")
+    assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5, 6]
+    for step in range(1, 7):
+        ra, rb = _comparable(a[step]), _comparable(b[step])
+        assert ra.keys() == rb.keys()
+        for key in ra:
+            assert rb[key] == pytest.approx(ra[key], rel=1e-6, abs=1e-7), (step, key)
+    wa = load_file(tmp_path / "ref" / "checkpoints" / "step_000006" / "model" / "model.safetensors")
+    wb = load_file(tmp_path / "killed" / "checkpoints" / "step_000006" / "model" / "model.safetensors")
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-5, atol=1e-6)
+
+
+def test_sigterm_finishes_step_and_checkpoints(model_dir: Path, tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        _train_cmd(model_dir, tmp_path, "term", "train.total_steps=200", "checkpoint.every_steps=0"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path),
+    )  # fmt: skip
+    metrics = tmp_path / "term" / "metrics.jsonl"
+    deadline = time.time() + 240
+    while proc.poll() is None and time.time() < deadline:
+        if metrics.exists() and '"reward/mean"' in metrics.read_text():
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 0, stderr[-3000:]
+    summary = json.loads((tmp_path / "term" / "summary.json").read_text())
+    assert summary["stopped_early"] and 1 <= summary["steps"] < 200
+    assert (tmp_path / "term" / "checkpoints" / f"step_{summary['steps']:06d}" / "COMPLETE").exists()
+    assert "SIGTERM" in stdout
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("data.train_files=[/nonexistent/train.jsonl]", "file not found: '/nonexistent/train.jsonl'"),
+        ("model.path=/nonexistent/model", "model.path='/nonexistent/model' is not a directory"),
+        ("algorithm.clip_ratio_hihg=0.3", "algorithm.clip_ratio_high"),
+    ],
+)
+def test_bad_input_is_a_clear_error_and_writes_nothing(tmp_path: Path, override: str, needle: str) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "dapo_rl", "train", override, f"logging.run_dir={tmp_path / 'runs'}"],
+        capture_output=True, text=True, env=_env(tmp_path), timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2
+    assert needle in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_malformed_data_row_names_file_and_row(model_dir: Path, tmp_path: Path) -> None:
+    data = tmp_path / "train.jsonl"
+    data.write_text('{"question": "1+1", "answer": "2"}\n{"question": "2+2"}\n')
+    out = subprocess.run(
+        _train_cmd(model_dir, tmp_path / "runs", "bad", f"data.train_files=[{data}]", "train.total_steps=1"),
+        capture_output=True, text=True, env=_env(tmp_path), timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "train.jsonl" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "runs" / "bad").exists()
