@@ -113,7 +113,9 @@ class Trainer:
         self.reward = RewardRunner(
             reward_fn or cfg.reward.name, cfg.reward.timeout_s, cfg.reward.num_workers, eos_text
         )
-        self.engine = ROLLOUT_ENGINES.get(cfg.rollout.engine)(self.model, self.tokenizer, cfg.rollout.max_batch_sequences)
+        self.engine = ROLLOUT_ENGINES.get(cfg.rollout.engine)(
+            self.model, self.tokenizer, cfg.rollout.max_batch_sequences
+        )
         self.ref_model = self._load_reference(model_dir(cfg)) if cfg.algorithm.kl_coef > 0 else None
         ds = cfg.dynamic_sampling
         self.collector = GroupCollector(

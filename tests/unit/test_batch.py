@@ -44,7 +44,7 @@ def test_plan_micro_batches_respects_budget_and_covers_all() -> None:
 def test_sequence_logprobs_match_full_forward() -> None:
     from tests.helpers_model import make_tiny_model_and_tokenizer
 
-    model, tok = make_tiny_model_and_tokenizer(seed=1)
+    model, _ = make_tiny_model_and_tokenizer(seed=1)
     model.eval()
     vocab = model.config.vocab_size
     samples = _samples(seed=2, vocab=vocab)

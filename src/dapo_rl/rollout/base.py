@@ -51,8 +51,6 @@ class Response:
 class RolloutEngine(Protocol):
     """Anything that samples ``n`` responses for each prompt."""
 
-    def generate(
-        self, prompt_ids: list[list[int]], n: int, params: SamplingParams
-    ) -> list[list[Response]]:
+    def generate(self, prompt_ids: list[list[int]], n: int, params: SamplingParams) -> list[list[Response]]:
         """Return ``n`` responses per prompt, as ``result[prompt_index][sample_index]``."""
         ...
