@@ -332,6 +332,17 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def to_json(result: dict[str, Any]) -> str:
+    """An :func:`evaluate` result as JSON: indented, with one line per record under ``"problems"``."""
+    head = {key: value for key, value in result.items() if key != "problems"}
+    text = json.dumps(head, indent=2)
+    if "problems" not in result:
+        return text
+    records = ",\n".join("    " + json.dumps(p) for p in result["problems"])
+    body = f"[\n{records}\n  ]" if records else "[]"
+    return (text[:-2] + ",\n" if head else "{\n") + f'  "problems": {body}\n}}'
+
+
 def _load_eval_rows(cfg: DapoConfig, data: str | None) -> tuple[list[PromptRow], str]:
     """Rows from ``--data``, else the configured eval files, else the synthetic held-out split."""
     from dapo_rl.data.readers import read_rows
@@ -343,7 +354,9 @@ def _load_eval_rows(cfg: DapoConfig, data: str | None) -> tuple[list[PromptRow],
         from dapo_rl.data.synthetic import make_rows
 
         n = cfg.data.synthetic.num_eval
-        return make_rows(n, cfg.train.seed, "test"), f"synthetic held-out split ({n} problems)"
+        return make_rows(
+            n, cfg.train.seed, "test"
+        ), f"synthetic held-out split (num_eval={n}, seed={cfg.train.seed})"
     rows: list[PromptRow] = []
     for f in files:
         path = Path(f).expanduser()
@@ -438,7 +451,7 @@ def eval_from_cli(args: argparse.Namespace) -> dict[str, Any]:
         )
     result = {"settings": settings, **result}
     print(format_table(result), file=sys.stderr)
-    text = json.dumps(result, indent=2)
+    text = to_json(result)
     print(text)
     if args.output is not None:
         out = Path(args.output).expanduser()

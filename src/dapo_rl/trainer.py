@@ -396,6 +396,7 @@ class Trainer:
             self.model, self.tokenizer, self.eval_rows, self.reward, e.k, self.cfg.eval_max_response_tokens,
             e.temperature, e.top_p, self.cfg.data.template, self.cfg.data.use_chat_template,
             self.cfg.data.system_prompt, seed=derive_seed(self.cfg.train.seed, "eval", self.step), progress=False,
+            engine=self.engine, stop_strings=self.cfg.rollout.stop_strings,
         )  # fmt: skip
         self.logger.log(self.step, {f"eval/{k}": v for k, v in _flat_eval(result).items()})
         return result
@@ -490,7 +491,8 @@ def _flat_eval(result: dict[str, Any]) -> dict[str, float]:
     for key, value in result.items():
         if isinstance(value, dict) and "mean" in value:
             flat[key] = value["mean"]
-            flat[f"{key}_ci95_low"], flat[f"{key}_ci95_high"] = value["ci95"]
+            if value["ci95"] is not None:  # None with fewer than two problems
+                flat[f"{key}_ci95_low"], flat[f"{key}_ci95_high"] = value["ci95"]
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             flat[key] = value
     return flat

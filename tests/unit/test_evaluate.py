@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
 from dapo_rl.data.types import PromptRow
-from dapo_rl.evaluation import evaluate
+from dapo_rl.evaluation import evaluate, to_json
 from dapo_rl.rewards.runner import RewardRunner
 from dapo_rl.rollout.base import Response, SamplingParams
 
@@ -117,3 +119,17 @@ def test_evaluate_rejects_empty_and_bad_k() -> None:
             evaluate(torch.nn.Linear(1, 1), _CharTokenizer(), [], runner, k=2, **kwargs)
         with pytest.raises(ValueError, match="k must be"):
             evaluate(torch.nn.Linear(1, 1), _CharTokenizer(), _rows(), runner, k=0, **kwargs)
+
+
+def test_to_json_round_trips_with_one_line_per_problem() -> None:
+    result = {
+        "num_problems": 2,
+        "avg_at_k": {"mean": 0.5, "ci95": [0.1, 0.9]},
+        "problems": [{"uid": "a", "preds": [None, "1"]}, {"uid": "b", "preds": ["2", "2"]}],
+    }
+    text = to_json(result)
+    assert json.loads(text) == result
+    lines = text.splitlines()
+    assert sum(line.strip().startswith('{"uid"') for line in lines) == 2
+    for case in ({"problems": []}, {"problems": [{"uid": "a"}]}, {"k": 1}):
+        assert json.loads(to_json(case)) == case
