@@ -183,6 +183,19 @@ def summarize(
 # ---- sampling and scoring ----------------------------------------------------------------------
 
 
+def scalar_metrics(result: dict[str, Any]) -> dict[str, float]:
+    """The scalar numbers of an evaluation result (means and interval bounds), for a metrics log."""
+    flat: dict[str, float] = {}
+    for key, value in result.items():
+        if isinstance(value, dict) and "mean" in value:
+            flat[key] = value["mean"]
+            if value.get("ci95") is not None:  # None with fewer than two problems
+                flat[f"{key}_ci95_low"], flat[f"{key}_ci95_high"] = value["ci95"]
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            flat[key] = value
+    return flat
+
+
 def evaluate(
     model: Any,
     tokenizer: Any,

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from dapo_rl.config import DapoConfig
 from dapo_rl.data.types import PromptRow
+
+if TYPE_CHECKING:
+    from dapo_rl.data.dataset import PromptDataset
 
 
 def resolve_device(name: str) -> torch.device:
@@ -110,3 +113,32 @@ def eos_token_ids(tokenizer: Any, model: Any) -> list[int]:
     if not ids:
         raise ValueError("the tokenizer has no EOS token and the model's generation config names none")
     return sorted(ids)
+
+
+def build_datasets(cfg: DapoConfig, encode: PromptEncoder) -> tuple[PromptDataset, list[PromptRow]]:
+    """The training stream (over-long prompts dropped and counted, or an error) and held-out rows."""
+    from dapo_rl.data.dataset import PromptDataset, filter_prompt_length
+
+    rows, dropped = filter_prompt_length(
+        load_rows(cfg, "train"), lambda r: len(encode(r)), cfg.data.max_prompt_tokens, cfg.data.on_long_prompt
+    )
+    if not rows:
+        raise ValueError(
+            f"no training rows left: {dropped} prompt(s) are longer than data.max_prompt_tokens="
+            f"{cfg.data.max_prompt_tokens}, or the training files are empty"
+        )
+    if dropped:
+        print(
+            f"dropped {dropped} training prompt(s) longer than data.max_prompt_tokens={cfg.data.max_prompt_tokens}"
+        )
+    eval_rows = load_rows(cfg, "eval")[: cfg.eval.max_problems]
+    return PromptDataset(rows, seed=cfg.train.seed, shuffle=cfg.data.shuffle), eval_rows
+
+
+def new_run_dir(cfg: DapoConfig) -> Path:
+    """``logging.run_dir / (run_name or a timestamp)``, created."""
+    import time
+
+    path = Path(cfg.logging.run_dir) / (cfg.logging.run_name or time.strftime("%Y%m%d-%H%M%S"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path

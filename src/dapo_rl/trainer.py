@@ -24,10 +24,8 @@ Launch:
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
-import signal
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -50,17 +48,18 @@ from dapo_rl.algorithm.policy_loss import (
 )
 from dapo_rl.batch import TrainSample, collate, plan_micro_batches, sequence_logprobs, split_by_groups
 from dapo_rl.config import DapoConfig, config_to_yaml, load_config
-from dapo_rl.data.dataset import PromptDataset, filter_prompt_length
+from dapo_rl.lifecycle import GracefulStop, RunClock, print_summary, progress_bar
+from dapo_rl.optim import build_optimizer
 from dapo_rl.rewards.runner import RewardRunner
 from dapo_rl.rollout import ROLLOUT_ENGINES
 from dapo_rl.rollout.base import SamplingParams
-from dapo_rl.run_summary import RunClock, print_summary, progress_bar
 from dapo_rl.runtime import (
     PromptEncoder,
+    build_datasets,
     eos_token_ids,
     load_model_and_tokenizer,
-    load_rows,
     model_dir,
+    new_run_dir,
     resolve_device,
 )
 from dapo_rl.sampling import Group, GroupCollector
@@ -98,21 +97,10 @@ class Trainer:
         self.encode = PromptEncoder(
             self.tokenizer, cfg.data.template, cfg.data.use_chat_template, cfg.data.system_prompt
         )
-        rows, self.dropped_prompts = filter_prompt_length(
-            load_rows(cfg, "train"),
-            lambda r: len(self.encode(r)),
-            cfg.data.max_prompt_tokens,
-            cfg.data.on_long_prompt,
-        )
-        if not rows:
-            raise ValueError("no training rows left (all dropped as over-long, or the files are empty)")
-        self.dataset = PromptDataset(rows, seed=cfg.train.seed, shuffle=cfg.data.shuffle)
-        self.eval_rows = load_rows(cfg, "eval")[: cfg.eval.max_problems]
+        self.dataset, self.eval_rows = build_datasets(cfg, self.encode)
         self.eos_ids = eos_token_ids(self.tokenizer, self.model)
-        eos_text = self.tokenizer.eos_token
-        self.reward = RewardRunner(
-            reward_fn or cfg.reward.name, cfg.reward.timeout_s, cfg.reward.num_workers, eos_text
-        )
+        r = cfg.reward
+        self.reward = RewardRunner(reward_fn or r.name, r.timeout_s, r.num_workers, self.tokenizer.eos_token)
         self.engine = ROLLOUT_ENGINES.get(cfg.rollout.engine)(
             self.model, self.tokenizer, cfg.rollout.max_batch_sequences
         )
@@ -122,42 +110,32 @@ class Trainer:
             cfg.batch.prompts_per_step, cfg.prompts_per_round, ds.max_rounds, ds.enable, ds.metric,
             group_filter, ds.on_shortfall, ds.carry_over,
         )  # fmt: skip
-        o = cfg.optim
-        self.optimizer = torch.optim.AdamW(
-            self.model.parameters(), lr=o.lr, betas=o.betas, eps=o.eps, weight_decay=o.weight_decay
-        )
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.optimizer, self.scheduler = build_optimizer(self.model, cfg)
         self.step, self.updates, self.nonfinite_in_row = 0, 0, 0
         self.counters: dict[str, float] = defaultdict(float)
-        self.run_dir = run_dir or Path(cfg.logging.run_dir) / (
-            cfg.logging.run_name or time.strftime("%Y%m%d-%H%M%S")
-        )
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir = run_dir or new_run_dir(cfg)
         (self.run_dir / "config.yaml").write_text(config_to_yaml(cfg))
+        lg = cfg.logging
         self.logger = MetricsLogger(
-            self.run_dir, cfg.logging.tensorboard, cfg.logging.wandb, cfg.logging.wandb_project
+            self.run_dir, lg.tensorboard, lg.wandb, lg.wandb_project, cfg.model_dump()
         )
         if resume:
             self._restore(ckpt.latest_checkpoint(self.run_dir))
-        self._stop_requested = False
+        self.stop = GracefulStop()
 
     # ---- the loop ------------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
         """Train for ``train.total_steps`` rollout steps; returns the run summary."""
         clock = RunClock()
         first_eval = self.evaluate() if self.step == 0 else None
-        handlers = self._install_signal_handlers()
         bar = progress_bar(self.cfg.train.total_steps, self.step, self.cfg.logging.progress)
-        try:
-            while self.step < self.cfg.train.total_steps and not self._stop_requested:
+        with self.stop, bar:
+            while self.step < self.cfg.train.total_steps and not self.stop.requested:
                 metrics = self.train_step()
                 clock.add(metrics)
                 self._after_step(metrics, bar)
-        finally:
-            bar.close()
-            self._restore_signal_handlers(handlers)
-        final_eval = self.evaluate() if not self._stop_requested else None
-        if self.cfg.checkpoint.save_final or self._stop_requested:
+        final_eval = self.evaluate() if not self.stop.requested else None
+        if self.cfg.checkpoint.save_final or self.stop.requested:
             self.save()
         summary = clock.summary(self, first_eval, final_eval)
         self._finish(summary)
@@ -367,18 +345,6 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         return {"grad_norm": grad_norm if finite else 0.0}
 
-    def _lr_factor(self, update: int) -> float:
-        """Learning-rate multiplier after ``update`` optimizer updates (warm-up, then the schedule)."""
-        o = self.cfg.optim
-        if update < o.warmup_updates:
-            return (update + 1) / o.warmup_updates
-        if o.schedule == "constant":
-            return 1.0
-        span = max(self.cfg.total_updates - o.warmup_updates, 1)
-        frac = min((update - o.warmup_updates) / span, 1.0)
-        shape = 0.5 * (1 + math.cos(math.pi * frac)) if o.schedule == "cosine" else 1.0 - frac
-        return o.min_lr_ratio + (1 - o.min_lr_ratio) * shape
-
     def _load_reference(self, path: Path) -> torch.nn.Module:
         ref, _ = load_model_and_tokenizer(path, self.cfg, self.device)
         ref.requires_grad_(False)
@@ -389,7 +355,7 @@ class Trainer:
         """avg@k / pass@k / maj@k on the held-out rows (None when there are none)."""
         if not self.eval_rows:
             return None
-        from dapo_rl.evaluation import evaluate
+        from dapo_rl.evaluation import evaluate, scalar_metrics
 
         e = self.cfg.eval
         result = evaluate(
@@ -398,7 +364,7 @@ class Trainer:
             self.cfg.data.system_prompt, seed=derive_seed(self.cfg.train.seed, "eval", self.step), progress=False,
             engine=self.engine, stop_strings=self.cfg.rollout.stop_strings,
         )  # fmt: skip
-        self.logger.log(self.step, {f"eval/{k}": v for k, v in _flat_eval(result).items()})
+        self.logger.log(self.step, {f"eval/{k}": v for k, v in scalar_metrics(result).items()})
         return result
 
     def _after_step(self, metrics: dict[str, float], bar: Any) -> None:
@@ -453,24 +419,6 @@ class Trainer:
         ckpt.set_rng_state(state["rng"])
         self.logger.truncate_after(self.step)
 
-    def _install_signal_handlers(self) -> dict[int, Any]:
-        """SIGINT/SIGTERM: finish the current step, write a checkpoint, exit cleanly."""
-
-        def request_stop(signum: int, _frame: Any) -> None:
-            self._stop_requested = True
-            print(f"\nreceived {signal.Signals(signum).name}: finishing this step, then checkpointing")
-
-        old = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(ValueError):  # not the main thread: no handlers
-                old[sig] = signal.signal(sig, request_stop)
-        return old
-
-    @staticmethod
-    def _restore_signal_handlers(old: dict[int, Any]) -> None:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-
     def _finish(self, summary: dict[str, Any]) -> None:
         import json
 
@@ -483,19 +431,6 @@ class Trainer:
             plot_run(self.run_dir)
         if self.cfg.logging.progress:
             print_summary(summary)
-
-
-def _flat_eval(result: dict[str, Any]) -> dict[str, float]:
-    """Scalar evaluation metrics (means and interval bounds) for the metrics log."""
-    flat: dict[str, float] = {}
-    for key, value in result.items():
-        if isinstance(value, dict) and "mean" in value:
-            flat[key] = value["mean"]
-            if value["ci95"] is not None:  # None with fewer than two problems
-                flat[f"{key}_ci95_low"], flat[f"{key}_ci95_high"] = value["ci95"]
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
-            flat[key] = value
-    return flat
 
 
 def train_from_cli(config: str | None, overrides: list[str], resume: str | None) -> dict[str, Any]:

@@ -1,7 +1,9 @@
-"""The progress bar during a run and the summary at its end."""
+"""A run's life: the progress bar, graceful stop on SIGINT/SIGTERM, and the summary at the end."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import time
 from typing import Any
 
@@ -45,7 +47,7 @@ class RunClock:
             "tokens_trained": int(self.tokens_trained),
             "heldout_before": acc(first_eval),
             "heldout_after": acc(final_eval),
-            "stopped_early": bool(getattr(trainer, "_stop_requested", False)),
+            "stopped_early": trainer.stop.requested,
         }
 
 
@@ -69,3 +71,29 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"  held-out after     {_fmt(summary['heldout_after'])}",
     ]
     print("\n".join(lines))
+
+
+class GracefulStop:
+    """While active, SIGINT/SIGTERM set ``requested`` instead of killing the process, so the loop can
+    finish its step, write a checkpoint and exit cleanly. A no-op outside the main thread."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.requested = True
+        print(
+            f"\nreceived {signal.Signals(signum).name}: finishing this step, then checkpointing", flush=True
+        )
+
+    def __enter__(self) -> GracefulStop:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError):  # not the main thread
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        self._old = {}
