@@ -104,6 +104,10 @@ def test_smoke_run_writes_everything_and_changes_parameters(model_dir: Path, tmp
         assert key in metrics[2]
     summary = json.loads((run / "summary.json").read_text())
     assert summary["steps"] == 2 and summary["optimizer_updates"] >= 2
+    documented = (Path(__file__).resolve().parents[2] / "docs" / "metrics.md").read_text()
+    logged = {k for line in (run / "metrics.jsonl").read_text().splitlines() for k in json.loads(line)}
+    undocumented = [k for k in sorted(logged - {"step"}) if f"`{k}`" not in documented]
+    assert not undocumented, f"metrics missing from docs/metrics.md: {undocumented}"
 
 
 def test_resume_after_sigkill_matches_uninterrupted(model_dir: Path, tmp_path: Path) -> None:
