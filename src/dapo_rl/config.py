@@ -62,13 +62,18 @@ class DataConfig(_Section):
     """Training files (.jsonl, .json, .parquet). Empty: the embedded synthetic arithmetic task."""
     eval_files: list[str] = []
     """Held-out files for periodic evaluation. Empty with the synthetic task: its held-out split."""
+    loader: str | None = None
+    """Your own dataset: an import path ``module:function`` or ``file.py:function`` called as
+    ``fn(split)`` with split ``train``/``eval``, returning PromptRows or dicts with prompt and answer.
+    Overrides ``train_files``/``eval_files``."""
     prompt_key: str | None = None
     """Column holding the problem (dotted path allowed). ``null``: auto-detect question/problem/prompt."""
     answer_key: str | None = None
     """Column holding the ground truth (dotted path allowed, e.g. ``reward_model.ground_truth``).
     ``null``: auto-detect answer/ground_truth/reward_model.ground_truth."""
     template: str = "dapo"
-    """Prompt template: ``dapo`` (the paper's Answer: line instruction), ``boxed``, ``plain``."""
+    """Prompt template: ``dapo`` (the paper's Answer: line instruction), ``boxed``, ``plain``, a string
+    with one ``{problem}``, or an import path to such a string or to ``fn(problem) -> str``."""
     use_chat_template: bool = False
     """Wrap the templated prompt with the tokenizer's chat template (error if it has none)."""
     system_prompt: str | None = None
@@ -105,7 +110,7 @@ class RolloutConfig(_Section):
 class RewardConfig(_Section):
     name: str = "math_dapo"
     """Reward function: ``math_dapo`` (+1/-1, paper), ``math_verify`` (boxed, 1/0), ``gsm8k``,
-    ``synthetic``."""
+    ``synthetic``, or an import path ``module:function`` / ``file.py:function`` to your own."""
     timeout_s: float = Field(10.0, gt=0)
     """Per-response verification timeout; a timeout is a wrong answer and is counted."""
     num_workers: int = Field(1, ge=1)
@@ -130,7 +135,8 @@ class DynamicSamplingConfig(_Section):
     """Metric whose spread makes a group informative: raw accuracy (default), task score, or the
     length-shaped reward."""
     filter: str = "std"
-    """Group filter: ``std`` (spread > 0) or an import path ``module:function`` taking a GroupView."""
+    """Group filter: ``std`` (spread > 0 of ``metric``) or an import path ``module:function`` /
+    ``file.py:function`` called as ``fn(group: GroupView) -> bool``."""
     oversample: float = Field(3.0, ge=1.0)
     """A generation round samples ``ceil(oversample x prompts_per_step)`` prompts."""
     max_rounds: int = Field(10, ge=1)
@@ -352,6 +358,12 @@ def _cross_field_problems(cfg: DapoConfig) -> list[str]:
     return p
 
 
+def _plugin_problems(cfg: DapoConfig) -> list[str]:
+    from dapo_rl.plugins import config_plugin_problems
+
+    return config_plugin_problems(cfg)
+
+
 # ---- loading, overrides, errors --------------------------------------------------------------
 
 
@@ -440,6 +452,7 @@ def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise ConfigError([f"{path}: not valid YAML: {exc}"]) from exc
     if not isinstance(data, dict):
         raise ConfigError([f"{path}: the top level must be a mapping of sections, got {type(data).__name__}"])
+    _anchor_file_specs(data, path.parent)
     base = data.pop("base", None)
     if base is None:
         return data
@@ -449,19 +462,34 @@ def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     return _deep_merge(read_yaml(base_path, (*_seen, path.resolve())), data)
 
 
+def _anchor_file_specs(tree: dict[str, Any], folder: Path) -> None:
+    """Import paths of user code written as ``relative/file.py:name`` in a YAML file are relative to
+    that file's folder: make them absolute so the config works from any working directory."""
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            _anchor_file_specs(value, folder)
+        elif isinstance(value, str) and ".py:" in value:
+            file, _, name = value.rpartition(":")
+            if file.endswith(".py") and not Path(file).expanduser().is_absolute():
+                tree[key] = f"{(folder / file).resolve()}:{name}"
+
+
 def _relative_preset(path: Path, base: str) -> str:
     sibling = path.parent / base
     return str(sibling) if sibling.is_file() else base
 
 
 def build_config(tree: dict[str, Any], check_paths: bool = True) -> DapoConfig:
-    """Validate a nested dict into a DapoConfig, reporting every problem at once."""
+    """Validate a nested dict into a DapoConfig, reporting every problem at once. ``check_paths``
+    also checks that files, the model directory and import paths of user code exist."""
     try:
         cfg = DapoConfig.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError([_describe(e) for e in exc.errors()]) from None
     problems = _cross_field_problems(cfg)
-    if not check_paths:
+    if check_paths:  # import paths of user code are paths too
+        problems += _plugin_problems(cfg)
+    else:
         problems = [p for p in problems if "not found" not in p and "not a directory" not in p]
     if problems:
         raise ConfigError(problems)

@@ -22,7 +22,7 @@ import argparse
 import json
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -205,7 +205,7 @@ def evaluate(
     max_response_tokens: int,
     temperature: float,
     top_p: float,
-    template: str,
+    template: str | Callable[[str], str],
     use_chat_template: bool = False,
     system_prompt: str | None = None,
     seed: int = 0,
@@ -393,8 +393,8 @@ def eval_from_cli(args: argparse.Namespace) -> dict[str, Any]:
     Missing paths raise ``FileNotFoundError`` naming the path.
     """
     from dapo_rl.config import load_config
+    from dapo_rl.plugins import resolve_reward, resolve_template
     from dapo_rl.registry import RegistryError
-    from dapo_rl.rewards import REWARDS
     from dapo_rl.rewards.runner import RewardRunner
     from dapo_rl.rollout import ROLLOUT_ENGINES
     from dapo_rl.runtime import load_model_and_tokenizer, model_dir, resolve_device
@@ -408,7 +408,8 @@ def eval_from_cli(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(f"--max-problems must be >= 1, got {max_problems}")
     reward_name = args.reward if args.reward is not None else cfg.reward.name
     try:
-        REWARDS.get(reward_name)
+        reward_fn = resolve_reward(reward_name, "--reward" if args.reward is not None else "reward.name")
+        template = resolve_template(cfg.data.template)
     except RegistryError as exc:
         raise ValueError(str(exc)) from None
     model_arg, source = (args.model, "--model") if args.model is not None else (cfg.model.path, "model.path")
@@ -441,7 +442,7 @@ def eval_from_cli(args: argparse.Namespace) -> dict[str, Any]:
         "seed": cfg.train.seed,
     }
     with RewardRunner(
-        reward_name,
+        reward_fn,
         timeout_s=cfg.reward.timeout_s,
         num_workers=cfg.reward.num_workers,
         eos_text=tokenizer.eos_token,
@@ -455,7 +456,7 @@ def eval_from_cli(args: argparse.Namespace) -> dict[str, Any]:
             max_response_tokens=cfg.eval_max_response_tokens,
             temperature=cfg.eval.temperature,
             top_p=cfg.eval.top_p,
-            template=cfg.data.template,
+            template=template,
             use_chat_template=cfg.data.use_chat_template,
             system_prompt=cfg.data.system_prompt,
             seed=cfg.train.seed,

@@ -3,6 +3,7 @@ trainer so that the loop reads top to bottom."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -57,6 +58,10 @@ def load_model_and_tokenizer(path: Path, cfg: DapoConfig, device: torch.device) 
 
 def load_rows(cfg: DapoConfig, split: str) -> list[PromptRow]:
     """Training (``train``) or held-out (``eval``) rows: the configured files, else the synthetic task."""
+    if cfg.data.loader is not None:
+        from dapo_rl.plugins import resolve_loader
+
+        return rows_from_user(resolve_loader(cfg.data.loader)(split), f"data.loader({split!r})")
     files = cfg.data.train_files if split == "train" else cfg.data.eval_files
     if not files:
         if cfg.data.train_files:  # real training data but no eval files: no held-out set
@@ -74,12 +79,32 @@ def load_rows(cfg: DapoConfig, split: str) -> list[PromptRow]:
     return rows
 
 
+def rows_from_user(items: Any, source: str) -> list[PromptRow]:
+    """PromptRows from what user code gave: PromptRows, or dicts with ``prompt`` and ``answer``
+    (other keys go to ``extra``; ``uid`` is used when present)."""
+    rows = []
+    for i, item in enumerate(items or []):
+        if isinstance(item, PromptRow):
+            rows.append(item)
+            continue
+        if not isinstance(item, dict) or "prompt" not in item or "answer" not in item:
+            raise ValueError(
+                f"{source}: item {i} is {type(item).__name__} {item!r:.80}; expected a PromptRow or a dict "
+                "with 'prompt' and 'answer'"
+            )
+        extra = {k: v for k, v in item.items() if k not in ("prompt", "answer", "uid")}
+        rows.append(
+            PromptRow(item["prompt"], str(item["answer"]), str(item.get("uid", f"{source}:{i}")), extra)
+        )
+    return rows
+
+
 @dataclass
 class PromptEncoder:
     """Renders a row with the configured template and tokenizes it once (cached by uid)."""
 
     tokenizer: Any
-    template: str
+    template: str | Callable[[str], str]
     use_chat_template: bool
     system_prompt: str | None
 
@@ -115,12 +140,19 @@ def eos_token_ids(tokenizer: Any, model: Any) -> list[int]:
     return sorted(ids)
 
 
-def build_datasets(cfg: DapoConfig, encode: PromptEncoder) -> tuple[PromptDataset, list[PromptRow]]:
-    """The training stream (over-long prompts dropped and counted, or an error) and held-out rows."""
+def build_datasets(
+    cfg: DapoConfig,
+    encode: PromptEncoder,
+    train_rows: list[PromptRow] | None = None,
+    eval_rows: list[PromptRow] | None = None,
+) -> tuple[PromptDataset, list[PromptRow]]:
+    """The training stream (over-long prompts dropped and counted, or an error) and held-out rows;
+    rows given from Python replace the configured data."""
     from dapo_rl.data.dataset import PromptDataset, filter_prompt_length
 
+    train = rows_from_user(train_rows, "train_rows") if train_rows is not None else load_rows(cfg, "train")
     rows, dropped = filter_prompt_length(
-        load_rows(cfg, "train"), lambda r: len(encode(r)), cfg.data.max_prompt_tokens, cfg.data.on_long_prompt
+        train, lambda r: len(encode(r)), cfg.data.max_prompt_tokens, cfg.data.on_long_prompt
     )
     if not rows:
         raise ValueError(
@@ -131,8 +163,10 @@ def build_datasets(cfg: DapoConfig, encode: PromptEncoder) -> tuple[PromptDatase
         print(
             f"dropped {dropped} training prompt(s) longer than data.max_prompt_tokens={cfg.data.max_prompt_tokens}"
         )
-    eval_rows = load_rows(cfg, "eval")[: cfg.eval.max_problems]
-    return PromptDataset(rows, seed=cfg.train.seed, shuffle=cfg.data.shuffle), eval_rows
+    held_out = rows_from_user(eval_rows, "eval_rows") if eval_rows is not None else load_rows(cfg, "eval")
+    return PromptDataset(rows, seed=cfg.train.seed, shuffle=cfg.data.shuffle), held_out[
+        : cfg.eval.max_problems
+    ]
 
 
 def new_run_dir(cfg: DapoConfig) -> Path:

@@ -50,6 +50,7 @@ from dapo_rl.batch import TrainSample, collate, plan_micro_batches, sequence_log
 from dapo_rl.config import DapoConfig, config_to_yaml, load_config
 from dapo_rl.lifecycle import GracefulStop, RunClock, print_summary, progress_bar
 from dapo_rl.optim import build_optimizer
+from dapo_rl.plugins import resolve_filter, resolve_reward, resolve_template
 from dapo_rl.rewards.runner import RewardRunner
 from dapo_rl.rollout import ROLLOUT_ENGINES
 from dapo_rl.rollout.base import SamplingParams
@@ -86,6 +87,9 @@ class Trainer:
         resume: bool = False,
         reward_fn: str | Callable[..., Any] | None = None,
         group_filter: Callable[[GroupView], bool] | None = None,
+        train_rows: list[Any] | None = None,
+        eval_rows: list[Any] | None = None,
+        template: str | Callable[[str], str] | None = None,
     ) -> None:
         self.cfg = cfg
         torch.manual_seed(cfg.train.seed)
@@ -94,13 +98,14 @@ class Trainer:
         self.device = resolve_device(cfg.train.device)
         path = model_dir(cfg) if not resume else ckpt.latest_checkpoint(run_dir) / "model"
         self.model, self.tokenizer = load_model_and_tokenizer(path, cfg, self.device)
-        self.encode = PromptEncoder(
-            self.tokenizer, cfg.data.template, cfg.data.use_chat_template, cfg.data.system_prompt
-        )
-        self.dataset, self.eval_rows = build_datasets(cfg, self.encode)
+        d = cfg.data
+        template = template or resolve_template(d.template)
+        self.encode = PromptEncoder(self.tokenizer, template, d.use_chat_template, d.system_prompt)
+        self.dataset, self.eval_rows = build_datasets(cfg, self.encode, train_rows, eval_rows)
         self.eos_ids = eos_token_ids(self.tokenizer, self.model)
         r = cfg.reward
-        self.reward = RewardRunner(reward_fn or r.name, r.timeout_s, r.num_workers, self.tokenizer.eos_token)
+        reward_fn = reward_fn or resolve_reward(r.name)
+        self.reward = RewardRunner(reward_fn, r.timeout_s, r.num_workers, self.tokenizer.eos_token)
         self.engine = ROLLOUT_ENGINES.get(cfg.rollout.engine)(
             self.model, self.tokenizer, cfg.rollout.max_batch_sequences
         )
@@ -108,7 +113,7 @@ class Trainer:
         ds = cfg.dynamic_sampling
         self.collector = GroupCollector(
             cfg.batch.prompts_per_step, cfg.prompts_per_round, ds.max_rounds, ds.enable, ds.metric,
-            group_filter, ds.on_shortfall, ds.carry_over,
+            group_filter or resolve_filter(ds.filter), ds.on_shortfall, ds.carry_over,
         )  # fmt: skip
         self.optimizer, self.scheduler = build_optimizer(self.model, cfg)
         self.step, self.updates, self.nonfinite_in_row = 0, 0, 0
@@ -360,7 +365,7 @@ class Trainer:
         e = self.cfg.eval
         result = evaluate(
             self.model, self.tokenizer, self.eval_rows, self.reward, e.k, self.cfg.eval_max_response_tokens,
-            e.temperature, e.top_p, self.cfg.data.template, self.cfg.data.use_chat_template,
+            e.temperature, e.top_p, self.encode.template, self.cfg.data.use_chat_template,
             self.cfg.data.system_prompt, seed=derive_seed(self.cfg.train.seed, "eval", self.step), progress=False,
             engine=self.engine, stop_strings=self.cfg.rollout.stop_strings,
         )  # fmt: skip
@@ -431,6 +436,26 @@ class Trainer:
             plot_run(self.run_dir)
         if self.cfg.logging.progress:
             print_summary(summary)
+
+
+def train(
+    config: DapoConfig | str | Path | None = None,
+    overrides: list[str] | None = None,
+    *,
+    reward_fn: str | Callable[..., Any] | None = None,
+    group_filter: Callable[[GroupView], bool] | None = None,
+    train_rows: list[Any] | None = None,
+    eval_rows: list[Any] | None = None,
+    template: str | Callable[[str], str] | None = None,
+) -> dict[str, Any]:
+    """Train from Python: a DapoConfig (or a preset name / YAML path plus overrides) and your own
+    reward function, group filter, rows and template (see docs/extending.md). Returns the summary."""
+    cfg = config if isinstance(config, DapoConfig) else load_config(config, overrides)
+    trainer = Trainer(
+        cfg, reward_fn=reward_fn, group_filter=group_filter, train_rows=train_rows, eval_rows=eval_rows,
+        template=template,
+    )  # fmt: skip
+    return trainer.fit()
 
 
 def train_from_cli(config: str | None, overrides: list[str], resume: str | None) -> dict[str, Any]:

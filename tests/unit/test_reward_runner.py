@@ -21,7 +21,7 @@ def behave(response: str, ground_truth: str, **extra: object) -> RewardResult:
     if response == "die":
         os._exit(3)
     if response == "not a result":
-        return 1.0  # type: ignore[return-value]
+        return "1.0"  # type: ignore[return-value]  (a number is fine; a string is not)
     ok = response == ground_truth
     return RewardResult(score=1.0 if ok else 0.0, acc=ok, pred=response)
 

@@ -12,6 +12,7 @@ Register another with ``TEMPLATES.register("mine", "Q: {problem}\\nA:")``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from dapo_rl.data.types import PromptRow
@@ -34,8 +35,13 @@ TEMPLATES.register("boxed", BOXED_TEMPLATE)
 TEMPLATES.register("plain", PLAIN_TEMPLATE)
 
 
-def apply_template(template: str, problem: str) -> str:
-    """Fill ``template`` (a registered name or a template string) with ``problem``."""
+def apply_template(template: str | Callable[[str], str], problem: str) -> str:
+    """Fill ``template`` (a registered name, a template string, or ``fn(problem) -> str``)."""
+    if callable(template):
+        text = template(problem)
+        if not isinstance(text, str):
+            raise TypeError(f"prompt template function returned {type(text).__name__}, expected str")
+        return text
     text = TEMPLATES.get(template) if PLACEHOLDER not in template else template
     if text.count(PLACEHOLDER) != 1:
         raise ValueError(f"a prompt template needs exactly one {PLACEHOLDER} placeholder: {text!r}")
@@ -43,7 +49,9 @@ def apply_template(template: str, problem: str) -> str:
     return before + problem + after
 
 
-def build_messages(row: PromptRow, template: str, system_prompt: str | None = None) -> list[dict[str, str]]:
+def build_messages(
+    row: PromptRow, template: str | Callable[[str], str], system_prompt: str | None = None
+) -> list[dict[str, str]]:
     """The chat messages of ``row`` with ``template`` applied to the last user message.
 
     A string prompt becomes one user message. ``system_prompt`` is prepended as a system message,
@@ -68,7 +76,7 @@ def build_messages(row: PromptRow, template: str, system_prompt: str | None = No
 
 def render_prompt(
     row: PromptRow,
-    template: str,
+    template: str | Callable[[str], str],
     tokenizer: Any = None,
     use_chat_template: bool = False,
     system_prompt: str | None = None,

@@ -37,6 +37,10 @@ SFT_VERSION = "sft-v1"
 INFO_FILE = "sft_info.json"
 #: Generation cap used when evaluating the warm model (longest reference response: 49 tokens).
 EVAL_MAX_NEW_TOKENS = 64
+_WARMUP_STEPS = 30
+_WEIGHT_DECAY = 0.01
+_HEADS = 4
+_PACK_LEN = 128  # tokens per packed training row (the longest example has about 60)
 
 
 @dataclass(frozen=True)
@@ -46,11 +50,8 @@ class SFTConfig:
     steps: int = 600
     batch_size: int = 64
     lr: float = 3e-3
-    warmup_steps: int = 30
-    weight_decay: float = 0.01
     hidden: int = 128
     layers: int = 4
-    heads: int = 4
     seed: int = 0
 
     def digest(self) -> str:
@@ -80,16 +81,39 @@ def _encode_examples(tokenizer: Any, rows: list) -> list[tuple[list[int], int]]:
     return [(p + a + [eos], len(p)) for p, a in zip(prompts, answers)]
 
 
-def _collate(examples: list[tuple[list[int], int]], pad_id: int) -> dict[str, torch.Tensor]:
-    width = max(len(ids) for ids, _ in examples)
-    input_ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    attention = torch.zeros((len(examples), width), dtype=torch.long)
-    labels = torch.full((len(examples), width), -100, dtype=torch.long)
-    for i, (ids, prompt_len) in enumerate(examples):
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        attention[i, : len(ids)] = 1
-        labels[i, prompt_len : len(ids)] = input_ids[i, prompt_len : len(ids)]
-    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
+def _pack(examples: list[tuple[list[int], int]], pad_id: int, row_len: int) -> dict[str, torch.Tensor]:
+    """Pack examples into rows of ``row_len`` tokens (first fit, longest first).
+
+    Position ids restart at 0 for every example; with no attention mask, transformers turns them
+    into a block-diagonal causal mask, so packed examples never see each other. Labels are -100
+    on prompts (BOS included) and padding, so no loss crosses an example boundary.
+    """
+    rows: list[list[tuple[list[int], int]]] = []
+    used: list[int] = []
+    for ex in sorted(examples, key=lambda e: -len(e[0])):
+        for r, fill in enumerate(used):
+            if fill + len(ex[0]) <= row_len:
+                rows[r].append(ex)
+                used[r] += len(ex[0])
+                break
+        else:
+            rows.append([ex])
+            used.append(len(ex[0]))
+    width = max(used)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    # Padding continues the positions of the row's last example, so it forms no extra sequence.
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    for r, row in enumerate(rows):
+        at = 0
+        for ids, prompt_len in row:
+            end = at + len(ids)
+            input_ids[r, at:end] = torch.tensor(ids)
+            labels[r, at + prompt_len : end] = input_ids[r, at + prompt_len : end]
+            positions[r, at:end] = torch.arange(len(ids))
+            at = end
+        positions[r, at:] = torch.arange(len(row[-1][0]), len(row[-1][0]) + width - at)
+    return {"input_ids": input_ids, "labels": labels, "position_ids": positions, "use_cache": False}
 
 
 def _lr_factor(step: int, warmup: int, total: int) -> float:
@@ -145,7 +169,7 @@ def _train(
     examples = _encode_examples(tokenizer, rows)
     random.Random(cfg.seed).shuffle(examples)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.98)
+        model.parameters(), lr=cfg.lr, weight_decay=_WEIGHT_DECAY, betas=(0.9, 0.98)
     )
     model.train()
     losses: list[float] = []
@@ -153,8 +177,10 @@ def _train(
     bar = tqdm(range(cfg.steps), desc="SFT warm start", disable=not progress, leave=False)
     for step in bar:
         for group in optimizer.param_groups:
-            group["lr"] = cfg.lr * _lr_factor(step, cfg.warmup_steps, cfg.steps)
-        batch = _collate(examples[step * cfg.batch_size : (step + 1) * cfg.batch_size], tokenizer.pad_token_id)
+            group["lr"] = cfg.lr * _lr_factor(step, _WARMUP_STEPS, cfg.steps)
+        batch = _pack(
+            examples[step * cfg.batch_size : (step + 1) * cfg.batch_size], tokenizer.pad_token_id, _PACK_LEN
+        )
         loss = model(**batch).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -173,6 +199,7 @@ def _train(
         "train_seconds": time.perf_counter() - start,
         "initial_loss": losses[0],
         "final_loss": sum(tail) / len(tail),
+        "loss_every_25_steps": [round(x, 4) for x in losses[::25]],
     }
 
 
@@ -220,7 +247,7 @@ def run_sft(
     with _torch_threads(threads):
         start = time.perf_counter()
         tokenizer = build_tokenizer()
-        model = build_tiny_model(tokenizer, hidden=cfg.hidden, layers=cfg.layers, heads=cfg.heads, seed=seed)
+        model = build_tiny_model(tokenizer, hidden=cfg.hidden, layers=cfg.layers, heads=_HEADS, seed=seed)
         info: dict[str, Any] = {
             "task_version": synthetic.TASK_VERSION,
             "sft_version": SFT_VERSION,

@@ -39,6 +39,7 @@ scoring. Extras: ``fn(response, ground_truth, **extra)``; keys named ``response`
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import multiprocessing as mp
 import pickle
@@ -70,12 +71,45 @@ def _resolve(fn: str | RewardFn) -> RewardFn:
     return fn
 
 
+def _accepted_extras(fn: RewardFn) -> frozenset[str] | None:
+    """Names of the extra fields ``fn`` takes, or None when it takes ``**extra`` (all of them)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return frozenset(p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL)
+
+
+def as_reward_result(value: Any) -> RewardResult:
+    """Accept what a user reward may return: RewardResult, a number (acc = score > 0), a
+    ``(score, acc)`` pair or a ``{"score", "acc"}`` dict."""
+    if isinstance(value, RewardResult):
+        return value
+    if isinstance(value, bool):
+        return RewardResult(score=float(value), acc=value)
+    if isinstance(value, (int, float)):
+        return RewardResult(score=float(value), acc=float(value) > 0)
+    if isinstance(value, tuple) and len(value) == 2:
+        return RewardResult(score=float(value[0]), acc=bool(value[1]))
+    if isinstance(value, dict) and "score" in value:
+        return RewardResult(score=float(value["score"]), acc=bool(value.get("acc", value["score"] > 0)))
+    raise TypeError(
+        f"reward function returned {type(value).__name__} {value!r:.80}; expected RewardResult, a float, "
+        "a (score, acc) tuple or a dict with 'score' and 'acc'"
+    )
+
+
 def _call(fn: RewardFn, response: str, ground_truth: str, extra: dict[str, Any]) -> RewardResult:
     """Call ``fn`` and check what it returned (raises on a bad return value)."""
-    kwargs = {k: v for k, v in extra.items() if k not in _RESERVED_EXTRA_KEYS}
-    result = fn(response, ground_truth, **kwargs)
-    if not isinstance(result, RewardResult):
-        raise TypeError(f"reward function returned {type(result).__name__}, expected RewardResult")
+    accepted = _accepted_extras(fn)
+    kwargs = {
+        k: v
+        for k, v in extra.items()
+        if k not in _RESERVED_EXTRA_KEYS and (accepted is None or k in accepted)
+    }
+    result = as_reward_result(fn(response, ground_truth, **kwargs))
     if not math.isfinite(result.score):
         raise ValueError(f"reward function returned a non-finite score {result.score!r}")
     return result

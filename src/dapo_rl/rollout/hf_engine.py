@@ -155,13 +155,13 @@ class HFRolloutEngine:
         if pad is None:
             pad = getattr(tokenizer, "eos_token_id", None)
         self.pad_token_id: int = int(pad) if pad is not None else 0
-        params = inspect.signature(model.forward).parameters
+        # A DDP-style wrapper keeps the HF model (config, forward signature) in ``.module``.
+        self._core = getattr(model, "module", model)
+        params = inspect.signature(self._core.forward).parameters
         self._logits_to_keep = "logits_to_keep" in params
 
     # ------------------------------------------------------------------ public API
-    def generate(
-        self, prompt_ids: list[list[int]], n: int, params: SamplingParams
-    ) -> list[list[Response]]:
+    def generate(self, prompt_ids: list[list[int]], n: int, params: SamplingParams) -> list[list[Response]]:
         """Sample ``n`` responses for each prompt; ``result[prompt_index][sample_index]``."""
         self._validate(prompt_ids, n, params)
         results: list[list[Response | None]] = [[None] * n for _ in prompt_ids]
@@ -269,7 +269,7 @@ class HFRolloutEngine:
         ids, mask = ids.to(device), mask.to(device)
         prompt_mask = mask[:, :width]
         positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
-        cache = _make_cache(self.model, width + max_new)
+        cache = _make_cache(self._core, width + max_new)
         logits = self._forward(
             input_ids=ids, attention_mask=prompt_mask, position_ids=positions, past_key_values=cache
         )
@@ -285,9 +285,7 @@ class HFRolloutEngine:
             cache.batch_select_indices(expand)
         return cache, logits[expand], mask[expand], next_pos[expand]
 
-    def _run_chunk(
-        self, chunk: _Chunk, params: SamplingParams, generator: torch.Generator
-    ) -> list[Response]:
+    def _run_chunk(self, chunk: _Chunk, params: SamplingParams, generator: torch.Generator) -> list[Response]:
         device = self._device()
         max_new = params.max_new_tokens
         cache, logits, mask, positions = self._prefill(chunk, max_new, device)

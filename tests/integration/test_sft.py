@@ -1,0 +1,57 @@
+"""SFT warm start: a short run writes a loadable model directory; the cache is reused."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from dapo_rl.models import sft
+from dapo_rl.models.sft import INFO_FILE, ensure_warm_model, run_sft
+
+pytestmark = pytest.mark.slow
+
+SHORT = dict(steps=12, batch_size=8, hidden=32, layers=1, eval_problems=8, progress=False)
+
+
+def test_short_sft_writes_a_loadable_model(tmp_path: Path):
+    out = tmp_path / "warm"
+    info = run_sft(out, seed=0, **SHORT)
+    assert info["steps"] == 12 and info["final_loss"] < info["initial_loss"]
+    assert json.loads((out / INFO_FILE).read_text()) == json.loads(json.dumps(info))
+    for key in ("sampled_accuracy", "greedy_accuracy", "groups_mixed", "seconds", "task_version"):
+        assert key in info
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temp dirs must be gone"
+    model = AutoModelForCausalLM.from_pretrained(str(out))
+    tok = AutoTokenizer.from_pretrained(str(out))
+    ids = torch.tensor([tok("12+34=")["input_ids"]])
+    assert model(ids).logits.shape == (1, ids.shape[1], len(tok))
+    assert (
+        tok.decode(tok("7+5=12\nAnswer: 12")["input_ids"], skip_special_tokens=True) == "7+5=12\nAnswer: 12"
+    )
+    # Overwriting an existing directory is atomic too.
+    run_sft(out, seed=1, **SHORT)
+    assert json.loads((out / INFO_FILE).read_text())["config"]["seed"] == 1
+
+
+def test_ensure_warm_model_reuses_the_cache(tmp_path: Path, monkeypatch):
+    kwargs = {k: v for k, v in SHORT.items() if k != "steps"}
+    first = ensure_warm_model(cache_dir=tmp_path, steps=12, **kwargs)
+    stamp = (first / INFO_FILE).stat().st_mtime_ns
+
+    def no_training(*args, **kw):
+        raise AssertionError("the cached model should have been reused")
+
+    monkeypatch.setattr(sft, "run_sft", no_training)
+    again = ensure_warm_model(cache_dir=tmp_path, steps=12, **kwargs)
+    assert again == first and (again / INFO_FILE).stat().st_mtime_ns == stamp
+    # A different configuration is a different cache entry.
+    with pytest.raises(AssertionError, match="reused"):
+        ensure_warm_model(cache_dir=tmp_path, steps=13, **kwargs)
+    # An incomplete directory is not reused.
+    (first / "model.safetensors").unlink()
+    with pytest.raises(AssertionError, match="reused"):
+        ensure_warm_model(cache_dir=tmp_path, steps=12, **kwargs)
