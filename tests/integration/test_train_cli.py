@@ -4,7 +4,6 @@ SIGKILL, SIGTERM checkpointing, and clean errors that write nothing."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,43 +14,17 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.helpers_model import make_tiny_model_and_tokenizer
+from tests.helpers_run import SMALL, quiet_env, save_random_tiny_model
 
 pytestmark = pytest.mark.slow
-
-SMALL = [
-    "batch.prompts_per_step=4",
-    "batch.prompts_per_update=2",
-    "batch.samples_per_prompt=4",
-    "rollout.max_response_tokens=24",
-    "overlong.buffer_tokens=8",
-    "batch.micro_batch_tokens=128",  # several micro-batches per update
-    "dynamic_sampling.metric=reward",  # a random model is never right; its lengths still differ
-    "dynamic_sampling.max_rounds=2",
-    "eval.max_problems=4",
-    "eval.k=2",
-    "optim.lr=1e-3",
-    "optim.warmup_updates=0",
-    "train.num_threads=1",
-]
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("model")
-    model, tok = make_tiny_model_and_tokenizer(seed=0, hidden=32, layers=2, init_std=0.05)
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
+    return save_random_tiny_model(tmp_path_factory.mktemp("model"))
 
 
-def _env(tmp: Path) -> dict[str, str]:
-    return {
-        **os.environ,
-        "DAPO_RL_CACHE": str(tmp / "cache"),
-        "OMP_NUM_THREADS": "1",
-        "PYTHONUNBUFFERED": "1",
-    }
+_env = quiet_env
 
 
 def _train_cmd(model: Path, run_dir: Path, name: str, *extra: str) -> list[str]:

@@ -1,0 +1,43 @@
+"""Shared pieces of the end-to-end tests: CI-sized overrides, a quiet environment, a saved tiny model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tests.helpers_model import make_tiny_model_and_tokenizer
+
+#: A run small enough for CI: 4 prompts x 4 samples, 24-token responses, several micro-batches.
+SMALL = [
+    "batch.prompts_per_step=4",
+    "batch.prompts_per_update=2",
+    "batch.samples_per_prompt=4",
+    "rollout.max_response_tokens=24",
+    "overlong.buffer_tokens=8",
+    "batch.micro_batch_tokens=128",  # several micro-batches per update
+    "dynamic_sampling.metric=reward",  # a random model is never right; its lengths still differ
+    "dynamic_sampling.max_rounds=2",
+    "eval.max_problems=4",
+    "eval.k=2",
+    "optim.lr=1e-3",
+    "optim.warmup_updates=0",
+    "train.num_threads=1",
+]
+
+
+def quiet_env(tmp: Path) -> dict[str, str]:
+    """The environment for a subprocess run: its own model cache, one thread, unbuffered output."""
+    return {
+        **os.environ,
+        "DAPO_RL_CACHE": str(tmp / "cache"),
+        "OMP_NUM_THREADS": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def save_random_tiny_model(path: Path) -> Path:
+    """A randomly initialised tiny Llama with the synthetic task's tokenizer, saved to ``path``."""
+    model, tok = make_tiny_model_and_tokenizer(seed=0, hidden=32, layers=2, init_std=0.05)
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
