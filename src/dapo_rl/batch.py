@@ -5,6 +5,12 @@ Only response tokens are projected onto the vocabulary: hidden states at prompt 
 reach the LM head, and the vocabulary projection runs in token chunks
 (:func:`dapo_rl.algorithm.logprobs.logprobs_from_hidden`) so memory does not grow with
 sequence length x vocabulary.
+
+The policy is wrapped in a :class:`PolicyModule`, whose ``response_logprobs`` is that training
+forward and whose ``forward`` passes through to the Hugging Face model (rollout engines call it);
+under FSDP2 it is the root unit, so both gather the root parameters. With several data-parallel
+ranks, mini-batches are cut by the groups' global positions (:func:`split_by_groups`) and a rank
+with less data runs zero-weight :func:`padding_sample` micro-batches.
 """
 
 from __future__ import annotations
@@ -50,16 +56,34 @@ class MicroBatch:
         return int(self.attention_mask.sum())
 
 
-def split_by_groups(samples: list[TrainSample], groups_per_update: int) -> list[list[TrainSample]]:
-    """Optimizer mini-batches of whole groups, in order; the last may hold fewer groups."""
-    by_group: dict[int, list[TrainSample]] = {}
+def split_by_groups(
+    samples: list[TrainSample], groups_per_update: int, total_groups: int | None = None
+) -> list[list[TrainSample]]:
+    """Optimizer mini-batches of whole groups, in order; the last may hold fewer groups.
+
+    With ``total_groups``, ``TrainSample.group`` is the group's position in the step's batch counted
+    over every data-parallel rank: mini-batch k holds positions ``[k n, (k + 1) n)`` with n =
+    ``groups_per_update``, so all ranks cut the same ``ceil(total_groups / n)`` mini-batches, the
+    same ones as a single process would, and a rank may hold no group of some mini-batch. Without
+    it (one process), groups are numbered in order of first appearance.
+    """
+    if total_groups is None:
+        order = list(dict.fromkeys(s.group for s in samples))
+        position = {g: i for i, g in enumerate(order)}
+        total_groups = len(order)
+    else:
+        position = {s.group: s.group for s in samples}
+    num = -(-total_groups // groups_per_update)
+    out: list[list[TrainSample]] = [[] for _ in range(num)]
     for s in samples:
-        by_group.setdefault(s.group, []).append(s)
-    ordered = list(by_group.values())
-    return [
-        [s for grp in ordered[i : i + groups_per_update] for s in grp]
-        for i in range(0, len(ordered), groups_per_update)
-    ]
+        out[position[s.group] // groups_per_update].append(s)
+    return out
+
+
+def padding_sample(pad_id: int) -> TrainSample:
+    """A one-token, fully masked sample: the zero-weight micro-batch a rank runs when it has less
+    data than another (FSDP2 needs the same number of forwards and backwards on every rank)."""
+    return TrainSample([pad_id], [pad_id], 0.0, -1, loss_mask=False)
 
 
 def plan_micro_batches(lengths: list[int], token_budget: int) -> list[list[int]]:
@@ -135,6 +159,49 @@ def _decoder_and_head(model: torch.nn.Module) -> tuple[torch.nn.Module | None, t
     return decoder, head
 
 
+class PolicyModule(torch.nn.Module):
+    """A causal LM wrapped so that ONE module's forward covers everything the trainer runs.
+
+    ``forward`` passes through to the Hugging Face model (rollout engines call it like the model:
+    the engine reads config and cache from ``.module``, the DDP convention); ``response_logprobs`` is
+    the training forward (decoder, then the chunked LM head). Under FSDP2 the wrapper is the root
+    unit and ``response_logprobs`` is registered as an FSDP forward method, so both gather the root
+    parameters (embeddings, final norm, LM head) before they run.
+    """
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, *args: object, **kwargs: object) -> object:
+        return self.module(*args, **kwargs)
+
+    def response_logprobs(
+        self, mb: MicroBatch, temperature: float, with_entropy: bool = False, chunk_tokens: int = 1024
+    ) -> tuple[Tensor, Tensor | None]:
+        """Per-token log-probs (and entropy) of the response tokens at ``temperature``: ``[b, R]``
+        each, zero at padding (fresh tensors, not views: FSDP2 hooks them for backward)."""
+        temperature = temperature if temperature > 0 else 1.0
+        row, pos, col = _response_positions(mb)
+        labels = mb.response_ids[row, col]
+        decoder, head = _decoder_and_head(self.module)
+        if decoder is not None:
+            hidden = decoder(input_ids=mb.input_ids, attention_mask=mb.attention_mask).last_hidden_state
+            lp, ent = logprobs_from_hidden(
+                hidden[row, pos], head.weight, labels, temperature, chunk_tokens, with_entropy, head.bias
+            )
+        else:  # generic fallback: full logits
+            logits = self.module(input_ids=mb.input_ids, attention_mask=mb.attention_mask).logits[row, pos]
+            lp = token_logprobs(logits, labels, temperature, chunk_tokens)
+            ent = token_entropy(logits, temperature, chunk_tokens) if with_entropy else None
+        shape = mb.response_ids.shape
+        logp = torch.zeros(shape, dtype=lp.dtype, device=lp.device).index_put((row, col), lp)
+        entropy = None
+        if ent is not None:
+            entropy = torch.zeros(shape, dtype=ent.dtype, device=ent.device).index_put((row, col), ent)
+        return logp, entropy
+
+
 def sequence_logprobs(
     model: torch.nn.Module,
     mb: MicroBatch,
@@ -143,23 +210,6 @@ def sequence_logprobs(
     chunk_tokens: int = 1024,
 ) -> tuple[Tensor, Tensor | None]:
     """Per-token log-probs (and entropy) of the response tokens at ``temperature``: ``[b, R]`` each,
-    zero at padding. Differentiable through ``model``."""
-    temperature = temperature if temperature > 0 else 1.0
-    row, pos, col = _response_positions(mb)
-    labels = mb.response_ids[row, col]
-    decoder, head = _decoder_and_head(model)
-    if decoder is not None:
-        hidden = decoder(input_ids=mb.input_ids, attention_mask=mb.attention_mask).last_hidden_state
-        lp, ent = logprobs_from_hidden(
-            hidden[row, pos], head.weight, labels, temperature, chunk_tokens, with_entropy, head.bias
-        )
-    else:  # generic fallback: full logits
-        logits = model(input_ids=mb.input_ids, attention_mask=mb.attention_mask).logits[row, pos]
-        lp = token_logprobs(logits, labels, temperature, chunk_tokens)
-        ent = token_entropy(logits, temperature, chunk_tokens) if with_entropy else None
-    shape = mb.response_ids.shape
-    logp = torch.zeros(shape, dtype=lp.dtype, device=lp.device).index_put((row, col), lp)
-    entropy = None
-    if ent is not None:
-        entropy = torch.zeros(shape, dtype=ent.dtype, device=ent.device).index_put((row, col), ent)
-    return logp, entropy
+    zero at padding. Differentiable through ``model`` (a :class:`PolicyModule` or a bare HF model)."""
+    policy = model if isinstance(model, PolicyModule) else PolicyModule(model)
+    return policy.response_logprobs(mb, temperature, with_entropy, chunk_tokens)

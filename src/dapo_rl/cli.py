@@ -3,6 +3,8 @@
 dapo train                                   # embedded default: tiny model + synthetic task
 dapo train --config gsm8k model.path=DIR     # a preset plus dotted overrides
 dapo train --resume runs/NAME                # continue a killed run exactly
+torchrun --nproc_per_node 4 -m dapo_rl train ...          # data parallel (docs/distributed.md)
+dapo train --launcher ray --num-workers 4 ...  # data parallel on Ray Train workers
 dapo eval --model DIR --data FILE --reward math_dapo -k 32
 dapo sft                                     # (re)build the warm-started tiny model
 dapo config show [--config X] [key=value ...]
@@ -40,6 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--resume", metavar="RUN_DIR", help="resume the run in RUN_DIR from its last checkpoint"
     )
+    train.add_argument(
+        "--launcher",
+        choices=["local", "ray"],
+        default="local",
+        help="local: train in this process (one rank of the group under torchrun); "
+        "ray: start --num-workers Ray Train workers, one rank each (needs the ray extra)",
+    )
+    train.add_argument("--num-workers", type=int, default=1, help="Ray workers with --launcher ray")
+    train.add_argument("--use-gpu", action="store_true", help="one GPU per Ray worker (NCCL)")
 
     ev = sub.add_parser("eval", help="evaluate a model: avg@k, pass@k, maj@k with 95%% intervals")
     ev.add_argument("--model", default=None, help="HF model directory (default: the embedded tiny model)")
@@ -81,6 +92,11 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    if args.launcher == "ray":
+        from dapo_rl.launch_ray import launch
+
+        launch(args.config, args.overrides, args.resume, args.num_workers, args.use_gpu)
+        return 0
     from dapo_rl.trainer import train_from_cli
 
     train_from_cli(config=args.config, overrides=args.overrides, resume=args.resume)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 PRESET_DIR = Path(__file__).parent / "configs"
 DEFAULT_PRESET = "tiny"
@@ -220,6 +220,27 @@ class TrainConfig(_Section):
     """torch CPU threads (``null``: torch's default)."""
 
 
+class DistributedConfig(_Section):
+    fsdp: Literal["auto", "on", "off"] = "auto"
+    """How the policy (and the reference model) live across data-parallel ranks. ``auto``: sharded
+    with FSDP2 (``fully_shard``, one unit per decoder layer) when there are several ranks; ``on``:
+    sharded even with one rank (needs torchrun, e.g. ``--nproc_per_node 1``); ``off``: replicated on
+    every rank, gradients all-reduced (summed). In one plain process (no torchrun) ``auto`` and ``off``
+change nothing, and ``on`` is an error."""
+    mixed_precision: Literal["none", "bf16"] = "none"
+    """FSDP2 compute precision: ``bf16`` gathers parameters in bfloat16 for forward and backward and
+    reduces gradients in float32, while parameters and optimizer states stay in ``model.dtype``
+    (keep float32). Meant for GPUs; needs FSDP (``fsdp`` not ``off``)."""
+    timeout_s: float = Field(1800.0, gt=0)
+    """Timeout of torch.distributed collectives in seconds (a rank that waits longer fails)."""
+
+    @field_validator("fsdp", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value: Any) -> Any:
+        # YAML reads a bare on / off as a boolean
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+
 class LoggingConfig(_Section):
     run_dir: str = "runs"
     """Parent folder of run directories."""
@@ -274,6 +295,7 @@ class DapoConfig(_Section):
     batch: BatchConfig = BatchConfig()
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
+    distributed: DistributedConfig = DistributedConfig()
     logging: LoggingConfig = LoggingConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     eval: EvalConfig = EvalConfig()
@@ -348,6 +370,11 @@ def _cross_field_problems(cfg: DapoConfig) -> list[str]:
         p.append(
             f"batch.micro_batch_tokens={b.micro_batch_tokens} must be >= rollout.max_response_tokens="
             f"{r.max_response_tokens} so that one response always fits a micro-batch"
+        )
+    if cfg.distributed.mixed_precision != "none" and cfg.distributed.fsdp == "off":
+        p.append(
+            f"distributed.mixed_precision={cfg.distributed.mixed_precision!r} needs FSDP: set "
+            "distributed.fsdp=auto or on (or mixed_precision=none)"
         )
     if cfg.model.path is not None and not Path(cfg.model.path).expanduser().is_dir():
         p.append(f"model.path={cfg.model.path!r} is not a directory (a local Hugging Face model directory)")

@@ -15,16 +15,17 @@ from dapo_rl.data.types import PromptRow
 
 if TYPE_CHECKING:
     from dapo_rl.data.dataset import PromptDataset
+    from dapo_rl.distributed import DistContext
+    from dapo_rl.tracking import MetricsLogger
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when present (the local rank's GPU under torchrun), else CPU."""
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; ``auto`` and ``cuda`` take the local rank's GPU
+    (torchrun's ``LOCAL_RANK``); ``cuda:N`` and ``cpu`` are used as given."""
     if name == "auto":
-        if torch.cuda.is_available():
-            import os
-
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
-        return torch.device("cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", local_rank)
     return torch.device(name)
 
 
@@ -49,8 +50,11 @@ def load_model_and_tokenizer(path: Path, cfg: DapoConfig, device: torch.device) 
     model = AutoModelForCausalLM.from_pretrained(
         path, dtype=_DTYPES[cfg.model.dtype], trust_remote_code=cfg.model.trust_remote_code
     ).to(device)
-    if cfg.model.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+    if cfg.model.gradient_checkpointing:  # non-reentrant: composes with FSDP2
+        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x names it so
+            model.activation_checkpointing_enable({"use_reentrant": False})
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
@@ -167,6 +171,22 @@ def build_datasets(
     return PromptDataset(rows, seed=cfg.train.seed, shuffle=cfg.data.shuffle), held_out[
         : cfg.eval.max_problems
     ]
+
+
+def open_run(cfg: DapoConfig, run_dir: Path | None, ctx: DistContext) -> tuple[Path, MetricsLogger]:
+    """The run directory (a new one named by rank 0 unless given) with the resolved config saved
+    in it, and the metrics logger (only rank 0 writes)."""
+    from dapo_rl.config import config_to_yaml
+    from dapo_rl.tracking import MetricsLogger
+
+    run_dir = ctx.broadcast_object(run_dir or (new_run_dir(cfg) if ctx.is_main else None))
+    if ctx.is_main:
+        (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
+    lg = cfg.logging
+    logger = MetricsLogger(
+        run_dir, lg.tensorboard, lg.wandb, lg.wandb_project, cfg.model_dump(), enabled=ctx.is_main
+    )
+    return run_dir, logger
 
 
 def new_run_dir(cfg: DapoConfig) -> Path:

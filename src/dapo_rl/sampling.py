@@ -2,7 +2,8 @@
 informative groups until the step's batch is full (semantics doc section 4).
 
 The collector is independent of models: it asks a ``generate`` callable for scored groups, one
-round at a time, so tests can drive it with hand-made groups.
+round at a time, so tests can drive it with hand-made groups. Across data-parallel ranks it counts
+informative groups globally (see :class:`GroupCollector`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Literal
 
 from dapo_rl.algorithm.filtering import GroupView, filter_groups
 from dapo_rl.data.types import PromptRow
+from dapo_rl.distributed import DistContext
 from dapo_rl.rollout.base import Response
 
 
@@ -49,16 +51,56 @@ class ShortfallError(RuntimeError):
 
 @dataclass
 class Collected:
-    """The groups a step trains on, the raw groups of every round (for logging), and counts."""
+    """What a step trains on and what it generated (this rank's part), with global counts.
+
+    ``positions[i]`` is the position of ``groups[i]`` in the step's batch counted over all ranks
+    (0 .. ``total`` - 1); ``total`` is the number of groups trained over all ranks.
+    """
 
     groups: list[Group]
     generated: list[Group]
     metrics: dict[str, float] = field(default_factory=dict)
+    positions: list[int] = field(default_factory=list)
+    total: int = 0
+
+
+@dataclass
+class _Admission:
+    """The step's batch as it fills: candidates arrive in batches (the carried buffer, then each
+    round's informative groups); within a batch they are ordered by (rank, position), and the
+    first ``target`` over all batches are admitted. Everything after them is surplus."""
+
+    target: int
+    ranks: DistContext
+    groups: list[Group] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    surplus: list[Group] = field(default_factory=list)
+    total: int = 0
+
+    def offer(self, candidates: list[Group]) -> None:
+        counts = self.ranks.all_counts(len(candidates))
+        start = self.total + sum(counts[: self.ranks.rank])
+        take = min(max(self.target - start, 0), len(candidates))
+        self.groups += candidates[:take]
+        self.positions += range(start, start + take)
+        self.surplus += candidates[take:]
+        self.total = min(self.total + sum(counts), self.target)
+
+    @property
+    def full(self) -> bool:
+        return self.total >= self.target
 
 
 @dataclass
 class GroupCollector:
-    """Runs generation rounds until ``target`` informative groups are collected."""
+    """Runs generation rounds until ``target`` informative groups are collected over all ranks.
+
+    With several data-parallel ranks (``ranks``), each rank generates its share of every round and
+    the informative groups are counted globally; the admission order is (round, rank, position in
+    the rank's share), which is the order of one process that generated the whole round, so a step
+    trains on the same groups as one process would. Surplus groups are dropped, or with
+    ``carry_over`` kept by the rank that generated them and offered first at the next step.
+    """
 
     target: int
     prompts_per_round: int
@@ -69,59 +111,71 @@ class GroupCollector:
     on_shortfall: Literal["train", "error"] = "train"
     carry_over: bool = False
     buffer: list[Group] = field(default_factory=list)
+    ranks: DistContext = field(default_factory=DistContext)
 
     def collect(self, generate: Callable[[int, int], list[Group]]) -> Collected:
-        """``generate(num_prompts, round_index)`` returns scored groups for fresh prompts."""
+        """``generate(num_prompts, round_index)`` returns scored groups for this rank's share of
+        ``num_prompts`` fresh prompts (all of them in a single process)."""
+        batch = _Admission(self.target, self.ranks)
         if not self.enable:
             groups = generate(self.target, 0)
-            return Collected(groups, groups, {"sampling/rounds": 1, "sampling/keep_rate": 1.0})
-        kept = [g for g in self.buffer]
-        for g in kept:
+            batch.offer(groups)
+            return Collected(
+                batch.groups, groups, {"sampling/rounds": 1, "sampling/keep_rate": 1.0}, batch.positions,
+                batch.total,
+            )  # fmt: skip
+        for g in self.buffer:
             g.age += 1
+        batch.offer(self.buffer)
         self.buffer = []
         generated: list[Group] = []
         counts = {"kept": 0, "all_correct": 0, "all_wrong": 0}
         rounds = 0
-        while len(kept) < self.target and rounds < self.max_rounds:
+        while not batch.full and rounds < self.max_rounds:
             fresh = generate(self.prompts_per_round, rounds)
             rounds += 1
             generated += fresh
             flags, c = filter_groups([g.view() for g in fresh], self.metric, self.user_filter)
             for key in counts:
                 counts[key] += int(c.get(key, 0))
-            kept += [g for g, keep in zip(fresh, flags) if keep]
-        if len(kept) < self.target and self.on_shortfall == "error":
+            batch.offer([g for g, keep in zip(fresh, flags) if keep])
+        if not batch.full and self.on_shortfall == "error":
             raise ShortfallError(
-                f"dynamic sampling collected {len(kept)} informative groups of the {self.target} needed "
+                f"dynamic sampling collected {batch.total} informative groups of the {self.target} needed "
                 f"after {rounds} rounds (max_rounds={self.max_rounds}); raise dynamic_sampling.max_rounds "
                 "or oversample, or set dynamic_sampling.on_shortfall=train"
             )
-        surplus = kept[self.target :]
-        kept = kept[: self.target]
         if self.carry_over:
-            self.buffer = surplus
-        return Collected(kept, generated, self._metrics(kept, generated, surplus, counts, rounds))
+            self.buffer = batch.surplus
+        metrics = self._metrics(batch, generated, counts, rounds)
+        return Collected(batch.groups, generated, metrics, batch.positions, batch.total)
 
     def _metrics(
-        self, kept: list[Group], generated: list[Group], surplus: list[Group], counts: dict, rounds: int
+        self, batch: _Admission, generated: list[Group], counts: dict, rounds: int
     ) -> dict[str, float]:
-        n = max(len(generated), 1)
-        trained = {id(g) for g in kept}
-        discarded_tokens = sum(g.num_tokens for g in generated if id(g) not in trained)
-        if self.carry_over:
-            discarded_tokens -= sum(g.num_tokens for g in surplus)
+        kept = {id(g) for g in batch.groups + (batch.surplus if self.carry_over else [])}
+        discarded_tokens = sum(g.num_tokens for g in generated if id(g) not in kept)
+        sums = self.ranks.sum_values(
+            {
+                "sampling/prompts_generated": len(generated),
+                "sampling/groups_informative": counts["kept"],
+                "sampling/groups_all_correct": counts["all_correct"],
+                "sampling/groups_all_wrong": counts["all_wrong"],
+                "sampling/groups_trained": len(batch.groups),
+                "sampling/discarded_tokens": discarded_tokens,
+                "sampling/carried_groups": len(self.buffer),
+            }
+        )
+        age = self.ranks.max_values(
+            {"sampling/carried_age_max": max((g.age for g in batch.groups), default=0)}
+        )
         return {
             "sampling/rounds": rounds,
-            "sampling/prompts_generated": len(generated),
-            "sampling/groups_informative": counts["kept"],
-            "sampling/groups_all_correct": counts["all_correct"],
-            "sampling/groups_all_wrong": counts["all_wrong"],
-            "sampling/keep_rate": counts["kept"] / n,
-            "sampling/groups_trained": len(kept),
-            "sampling/shortfall": max(self.target - len(kept), 0),
-            "sampling/discarded_tokens": discarded_tokens,
-            "sampling/carried_groups": len(self.buffer),
-            "sampling/carried_age_max": max((g.age for g in kept), default=0),
+            **sums,
+            "sampling/keep_rate": sums["sampling/groups_informative"]
+            / max(sums["sampling/prompts_generated"], 1),
+            "sampling/shortfall": max(self.target - sums["sampling/groups_trained"], 0),
+            **age,
         }
 
     def state_dict(self) -> dict:

@@ -51,7 +51,21 @@ def test_ensure_warm_model_reuses_the_cache(tmp_path: Path, monkeypatch):
     # A different configuration is a different cache entry.
     with pytest.raises(AssertionError, match="reused"):
         ensure_warm_model(cache_dir=tmp_path, steps=13, **kwargs)
+    # force retrains.
+    with pytest.raises(AssertionError, match="reused"):
+        ensure_warm_model(cache_dir=tmp_path, steps=12, force=True, **kwargs)
     # An incomplete directory is not reused.
     (first / "model.safetensors").unlink()
     with pytest.raises(AssertionError, match="reused"):
         ensure_warm_model(cache_dir=tmp_path, steps=12, **kwargs)
+
+
+def test_ensure_warm_model_at_an_explicit_directory(tmp_path: Path):
+    kwargs = {k: v for k, v in SHORT.items() if k != "steps"}
+    out = tmp_path / "mine"
+    assert ensure_warm_model(output_dir=out, steps=12, **kwargs) == out
+    stamp = (out / INFO_FILE).stat().st_mtime_ns
+    assert ensure_warm_model(output_dir=out, steps=12, **kwargs) == out
+    assert (out / INFO_FILE).stat().st_mtime_ns == stamp
+    ensure_warm_model(output_dir=out, steps=12, force=True, **kwargs)
+    assert (out / INFO_FILE).stat().st_mtime_ns != stamp

@@ -68,3 +68,13 @@ def test_sequence_logprobs_match_full_forward() -> None:
         assert torch.all(logp[row, len(s.response_ids) :] == 0)
     assert mb.response_mask[1].sum() == 0  # masked sample (overlong filtering)
     assert mb.response_mask[0].sum() == len(samples[0].response_ids)
+
+
+def test_split_by_global_positions_gives_every_rank_the_same_minibatches() -> None:
+    # this rank holds groups at positions 1 and 4 of a 5-group step; 2 groups per update
+    samples = [s for s in _samples(n_groups=2, g=2)]
+    for s in samples:
+        s.group = 1 if s.group == 0 else 4
+    mbs = split_by_groups(samples, 2, total_groups=5)
+    assert [len(m) for m in mbs] == [2, 0, 2]  # positions {0,1}, {2,3}, {4}
+    assert {s.group for s in mbs[0]} == {1} and {s.group for s in mbs[2]} == {4}

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import pytest
+import torch
 
 from dapo_rl.data.types import PromptRow
+from dapo_rl.distributed import DistContext
 from dapo_rl.rollout.base import Response
 from dapo_rl.sampling import Group, GroupCollector, ShortfallError
 
@@ -123,3 +127,43 @@ def test_disabled_dynamic_sampling_takes_one_round_of_target_prompts() -> None:
     gen = Script([[make_group(RIGHT, "a"), make_group(WRONG, "b")]])
     out = GroupCollector(target=2, prompts_per_round=6, max_rounds=3, enable=False).collect(gen)
     assert gen.calls == [(2, 0)] and len(out.groups) == 2
+
+
+@dataclass(frozen=True)
+class PeerRanks(DistContext):
+    """This process as rank ``rank`` of a group; ``peer_counts`` scripts the other ranks' numbers of
+    informative groups in each offer (the carried buffer, then each round)."""
+
+    peer_counts: list[list[int]] = field(default_factory=list)
+
+    def all_counts(self, n: int) -> list[int]:
+        counts = list(self.peer_counts.pop(0))
+        counts[self.rank] = n
+        return counts
+
+    def _reduce(self, t: torch.Tensor, op: object) -> torch.Tensor:  # metrics: this rank's alone
+        return t
+
+
+def test_admission_across_ranks_follows_round_then_rank_order() -> None:
+    # rank 1 of 2, 3 groups needed; round 0: rank 0 has 2 informative, this rank 2 (a, b)
+    ranks = PeerRanks(rank=1, world_size=2, peer_counts=[[0, 0], [2, 0], [0, 0], [2, 0]])
+    col = GroupCollector(target=3, prompts_per_round=4, max_rounds=3, carry_over=True, ranks=ranks)
+    out = col.collect(Script([[make_group(MIXED, "a"), make_group(MIXED, "b")]]))
+    assert [g.row.uid for g in out.groups] == ["a"] and out.positions == [2] and out.total == 3
+    assert [g.row.uid for g in col.buffer] == ["b"]  # surplus stays with the rank that made it
+    # next step: the buffers come first (rank 0 carries none), then a round in which rank 0's two
+    # groups come before this rank's c, which is surplus
+    out2 = col.collect(Script([[make_group(MIXED, "c"), make_group(WRONG, "d")]]))
+    assert [g.row.uid for g in out2.groups] == ["b"] and out2.positions == [0] and out2.groups[0].age == 1
+    assert [g.row.uid for g in col.buffer] == ["c"]
+
+
+def test_rounds_continue_until_the_global_count_is_reached() -> None:
+    # rank 0 of 2: round 0 gives 1 + 0 groups (too few), round 1 gives 2 + 3: rank 0's come first
+    ranks = PeerRanks(rank=0, world_size=2, peer_counts=[[0, 0], [0, 0], [0, 3]])
+    col = GroupCollector(target=3, prompts_per_round=2, max_rounds=5, ranks=ranks)
+    gen = Script([[make_group(MIXED, "a")], [make_group(MIXED, "b"), make_group(MIXED, "c")]])
+    out = col.collect(gen)
+    assert len(gen.calls) == 2 and out.total == 3
+    assert [g.row.uid for g in out.groups] == ["a", "b", "c"] and out.positions == [0, 1, 2]

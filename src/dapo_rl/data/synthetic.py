@@ -37,8 +37,11 @@ from dapo_rl.data.types import PromptRow
 TASK_VERSION = "arith-v1"
 #: Largest level (digits of the first operand).
 MAX_LEVEL = 4
-#: Levels drawn (uniformly) when ``difficulty`` is not given.
-DEFAULT_LEVELS: tuple[int, ...] = (1, 2, 3, 4)
+#: Levels drawn (uniformly) when ``difficulty`` is not given: the RL and evaluation default. Level 1
+#: (single-digit facts) is in the SFT mixture but too easy for RL (its groups are all right).
+DEFAULT_LEVELS: tuple[int, ...] = (2, 3, 4)
+#: Levels of the SFT warm-start data.
+SFT_LEVELS: tuple[int, ...] = (1, 2, 3, 4)
 #: Operations and their sampling weights.
 OPS: tuple[str, ...] = ("+", "-", "*")
 OP_WEIGHTS: tuple[float, ...] = (0.4, 0.3, 0.3)

@@ -41,18 +41,25 @@ _WARMUP_STEPS = 30
 _WEIGHT_DECAY = 0.01
 _HEADS = 4
 _PACK_LEN = 128  # tokens per packed training row (the longest example has about 60)
+# Early stopping on a validation target: every _CHECK_EVERY steps from _FIRST_CHECK on, the
+# sampled accuracy (temperature 1) of _VAL_SAMPLES samples on _VAL_PROBLEMS held-out problems.
+_FIRST_CHECK = 400
+_CHECK_EVERY = 50
+_VAL_PROBLEMS = 64
+_VAL_SAMPLES = 4
 
 
 @dataclass(frozen=True)
 class SFTConfig:
     """Everything that determines the warm model (hashed into the cache directory name)."""
 
-    steps: int = 600
-    batch_size: int = 64
-    lr: float = 3e-3
+    steps: int = 1100
+    batch_size: int = 32
+    lr: float = 2e-3
     hidden: int = 128
     layers: int = 4
     seed: int = 0
+    target_accuracy: float | None = 0.45
 
     def digest(self) -> str:
         """A short hash of this config, the task version and the SFT version."""
@@ -162,44 +169,75 @@ def evaluate_warm_model(
     }
 
 
+def _validation_set(tokenizer: Any, seed: int) -> tuple[list[list[int]], list[int]]:
+    """Held-out prompts (default levels) for the early-stopping check, apart from the final eval."""
+    rows = synthetic.make_rows(_VAL_PROBLEMS, seed=seed + 1_000_003, split="test")
+    return tokenizer([r.prompt for r in rows])["input_ids"], [int(r.answer) for r in rows]
+
+
+def _sampled_accuracy(
+    model: torch.nn.Module, tokenizer: Any, prompts: list[list[int]], answers: list[int], seed: int
+) -> float:
+    """Mean accuracy of ``_VAL_SAMPLES`` samples per prompt at temperature 1 (the RL sampling view)."""
+    params = SamplingParams(
+        max_new_tokens=EVAL_MAX_NEW_TOKENS, temperature=1.0, eos_token_ids=[tokenizer.eos_token_id], seed=seed
+    )
+    groups = HFRolloutEngine(model, tokenizer).generate(prompts, _VAL_SAMPLES, params)
+    right = sum(synthetic.extract_answer(r.text) == a for a, g in zip(answers, groups) for r in g)
+    return right / (len(prompts) * _VAL_SAMPLES)
+
+
 def _train(
     model: torch.nn.Module, tokenizer: Any, cfg: SFTConfig, max_seconds: float | None, progress: bool
 ) -> dict[str, Any]:
-    rows = synthetic.make_rows(cfg.steps * cfg.batch_size, seed=cfg.seed, split="train")
+    """AdamW steps until ``cfg.steps``, the validation target, or ``max_seconds``."""
+    rows = synthetic.make_rows(
+        cfg.steps * cfg.batch_size, seed=cfg.seed, split="train", difficulty=synthetic.SFT_LEVELS
+    )
     examples = _encode_examples(tokenizer, rows)
     random.Random(cfg.seed).shuffle(examples)
+    val_prompts, val_answers = _validation_set(tokenizer, cfg.seed)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=cfg.lr, weight_decay=_WEIGHT_DECAY, betas=(0.9, 0.98)
     )
     model.train()
     losses: list[float] = []
+    checks: list[tuple[int, float]] = []
+    stopped = "steps"
     start = time.perf_counter()
     bar = tqdm(range(cfg.steps), desc="SFT warm start", disable=not progress, leave=False)
     for step in bar:
         for group in optimizer.param_groups:
             group["lr"] = cfg.lr * _lr_factor(step, _WARMUP_STEPS, cfg.steps)
-        batch = _pack(
-            examples[step * cfg.batch_size : (step + 1) * cfg.batch_size], tokenizer.pad_token_id, _PACK_LEN
-        )
-        loss = model(**batch).loss
+        chunk = examples[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+        loss = model(**_pack(chunk, tokenizer.pad_token_id, _PACK_LEN)).loss
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         losses.append(loss.item())
         if step % 10 == 0:
-            bar.set_postfix(loss=f"{losses[-1]:.3f}")
+            bar.set_postfix(loss=f"{losses[-1]:.3f}", val=f"{checks[-1][1]:.2f}" if checks else "-")
+        done = step + 1
+        if cfg.target_accuracy is not None and done >= _FIRST_CHECK and done % _CHECK_EVERY == 0:
+            checks.append((done, _sampled_accuracy(model, tokenizer, val_prompts, val_answers, cfg.seed)))
+            if checks[-1][1] >= cfg.target_accuracy:
+                stopped = "target"
+                break
         if max_seconds is not None and time.perf_counter() - start > max_seconds:
+            stopped = "time"
             break
     bar.close()
     model.eval()
     tail = losses[-10:]
     return {
         "steps": len(losses),
+        "stopped_by": stopped,
         "train_seconds": time.perf_counter() - start,
         "initial_loss": losses[0],
         "final_loss": sum(tail) / len(tail),
         "loss_every_25_steps": [round(x, 4) for x in losses[::25]],
+        "validation_checks": [{"step": st, "sampled_accuracy": acc} for st, acc in checks],
     }
 
 
@@ -231,19 +269,31 @@ def run_sft(
     lr: float = SFTConfig.lr,
     hidden: int = SFTConfig.hidden,
     layers: int = SFTConfig.layers,
-    max_seconds: float | None = 170.0,
+    target_accuracy: float | None = SFTConfig.target_accuracy,
+    max_seconds: float | None = None,
     eval_problems: int = 200,
     threads: int | None = 2,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train the warm-start model and save it (with its tokenizer and ``sft_info.json``) to ``output_dir``.
 
-    ``max_seconds`` stops training early on a slow machine (the steps run are recorded);
-    ``threads`` sets torch's CPU threads for the run (restored afterwards; ``None`` keeps them).
-    ``eval_problems=0`` skips the evaluation. Returns the info dict written to ``sft_info.json``.
+    Training runs ``steps`` AdamW steps of ``batch_size`` problems, and stops earlier once the sampled
+    accuracy at temperature 1 on a held-out validation set reaches ``target_accuracy`` (checked
+    every 50 steps from step 400; ``None`` disables the check). ``max_seconds`` is an optional wall
+    clock cap (off by default: a cut-short model may not have learned the task yet). ``threads``
+    sets torch's CPU threads for the run (restored afterwards; ``None`` keeps them).
+    ``eval_problems=0`` skips the final evaluation. Returns the info written to ``sft_info.json``.
     """
     output_dir = Path(output_dir)
-    cfg = SFTConfig(steps=steps, batch_size=batch_size, lr=lr, hidden=hidden, layers=layers, seed=seed)
+    cfg = SFTConfig(
+        steps=steps,
+        batch_size=batch_size,
+        lr=lr,
+        hidden=hidden,
+        layers=layers,
+        seed=seed,
+        target_accuracy=target_accuracy,
+    )
     with _torch_threads(threads):
         start = time.perf_counter()
         tokenizer = build_tokenizer()
@@ -279,23 +329,50 @@ def ensure_warm_model(
     steps: int = SFTConfig.steps,
     seed: int = 0,
     progress: bool = True,
+    output_dir: Path | None = None,
+    force: bool = False,
     **sft_kwargs: Any,
 ) -> Path:
     """The directory of a warm-started model for the current task, training one if needed.
 
-    The directory is ``<cache_dir>/warm-<hash>`` (``cache_dir`` defaults to
-    :func:`~dapo_rl.models.tiny.default_cache_dir`), the hash covering the task version and the SFT
-    configuration. It is reused when it holds a model, a tokenizer and an ``sft_info.json`` with
-    that hash; otherwise :func:`run_sft` writes it. ``sft_kwargs`` go to :func:`run_sft`.
+    The directory is ``output_dir`` when given, else ``<cache_dir>/warm-<hash>`` (``cache_dir``
+    defaults to :func:`~dapo_rl.models.tiny.default_cache_dir`), the hash covering the task version
+    and the SFT configuration. It is reused when it holds a model, a tokenizer and an
+    ``sft_info.json`` with that hash (unless ``force``); otherwise :func:`run_sft` writes it
+    (``sft_kwargs`` go to :func:`run_sft`). Concurrent callers (several ranks, several runs) wait on
+    a file lock next to the directory, so only one of them trains.
     """
-    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     cfg_fields = {k: v for k, v in sft_kwargs.items() if k in SFTConfig.__dataclass_fields__}
-    cfg = SFTConfig(steps=steps, seed=seed, **cfg_fields)
-    target = cache_dir / f"warm-{cfg.digest()}"
-    if _is_complete(target, cfg.digest()):
+    digest = SFTConfig(steps=steps, seed=seed, **cfg_fields).digest()
+    if output_dir is not None:
+        target = Path(output_dir).expanduser()
+    else:
+        cache = Path(cache_dir).expanduser() if cache_dir is not None else default_cache_dir()
+        target = cache / f"warm-{digest}"
+    if not force and _is_complete(target, digest):
         return target
-    run_sft(target, steps=steps, seed=seed, progress=progress, **sft_kwargs)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(target.parent / f".{target.name}.lock"):
+        # Another process may have finished meanwhile (a forced call retrains anyway).
+        if force or not _is_complete(target, digest):
+            run_sft(target, steps=steps, seed=seed, progress=progress, **sft_kwargs)
     return target
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (a no-op where ``fcntl`` is missing)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _is_complete(model_dir: Path, digest: str) -> bool:

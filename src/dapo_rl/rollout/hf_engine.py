@@ -13,13 +13,17 @@ How a call to :meth:`HFRolloutEngine.generate` runs:
    are a quarter of it; the loop ends as soon as every row has finished.
 
 The KV cache is a ``DynamicCache`` whose layers write into buffers preallocated for
-prompt + ``max_new_tokens`` instead of concatenating each step (measured on 2 CPU cores with a
-1M-parameter Llama, batch 256: 16 ms per decode step instead of 21 ms). Models whose cache is not a
-plain full-attention one (sliding windows, linear attention) keep transformers' own cache layers.
+prompt + ``max_new_tokens`` instead of concatenating each step, which copies the whole cache. On 2
+CPU cores with the 0.9M-parameter tiny model: 256 rows decoding 64 tokens with no EOS, 1.03 s
+instead of 1.07 s; 64 rows x 256 tokens, 2.8 s instead of 3.4 s; on the synthetic task (32 prompts
+x 8 samples, rows ending early and dropped) both take about 0.5 s, as CPU attention copies the
+strided cache view. Models whose cache is not a plain full-attention one (sliding windows, linear
+attention) keep transformers' own cache layers.
 
 The engine samples from the model object it was given (the trainer passes its live policy, so there
-are no weights to sync), in eval mode under ``torch.inference_mode``, and restores the training mode
-afterwards.
+are no weights to sync), in eval mode under ``torch.no_grad`` (not ``inference_mode``, whose
+tensors would break a wrapped policy, e.g. FSDP parameters unsharded while sampling), and
+restores the training mode afterwards.
 """
 
 from __future__ import annotations
@@ -176,7 +180,7 @@ class HFRolloutEngine:
         was_training = self.model.training
         self.model.eval()
         try:
-            with torch.inference_mode():
+            with torch.no_grad():
                 for chunk in self._chunks(prompt_ids, n, params.max_new_tokens):
                     for (p, s), response in zip(chunk.rows, self._run_chunk(chunk, params, generator)):
                         results[p][s] = response

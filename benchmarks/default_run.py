@@ -1,0 +1,83 @@
+"""The embedded default run (`dapo train`, no arguments) over several seeds: held-out accuracy of the
+warm-started tiny model before and after DAPO, with wall time and tokens.
+
+    .venv/bin/python benchmarks/default_run.py                 # seeds 0 1 2
+    .venv/bin/python benchmarks/default_run.py --seeds 0 --steps 10
+
+Writes benchmarks/results/default_run.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from _common import write_result
+
+
+def run_seed(seed: int, extra: list[str], run_root: Path) -> dict:
+    name = f"default_seed{seed}"
+    cmd = [
+        sys.executable, "-m", "dapo_rl", "train", f"train.seed={seed}", f"logging.run_dir={run_root}",
+        f"logging.run_name={name}", *extra,
+    ]  # fmt: skip
+    subprocess.run(cmd, check=True)
+    return json.loads((run_root / name / "summary.json").read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--steps", type=int, default=None, help="override train.total_steps")
+    parser.add_argument("overrides", nargs="*", help="extra dotted overrides")
+    args = parser.parse_args()
+    extra = list(args.overrides) + ([f"train.total_steps={args.steps}"] if args.steps else [])
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in args.seeds:
+            s = run_seed(seed, extra, Path(tmp))
+            before, after = s["heldout_before"], s["heldout_after"]
+            rows.append(
+                {
+                    "seed": seed,
+                    "metric": after["metric"],
+                    "before": before["mean"],
+                    "before_ci95": before["ci95"],
+                    "after": after["mean"],
+                    "after_ci95": after["ci95"],
+                    "gain_points": 100 * (after["mean"] - before["mean"]),
+                    "seconds": s["seconds"],
+                    "steps": s["steps"],
+                    "tokens_generated": s["tokens_generated"],
+                }
+            )
+    mean_gain = sum(r["gain_points"] for r in rows) / len(rows)
+    lines = [
+        f"| seed | held-out before ({rows[0]['metric']}) | after | gain (points) | time (s) | tokens generated |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['seed']} | {100 * r['before']:.1f}% | {100 * r['after']:.1f}% | {r['gain_points']:+.1f} | "
+            f"{r['seconds']:.0f} | {r['tokens_generated']:,} |"
+        )
+    lines.append(f"| **mean** | | | **{mean_gain:+.1f}** | | |")
+    table = "\n".join(lines)
+    path = write_result(
+        "default_run",
+        {"overrides": extra, "seeds": args.seeds},
+        {"runs": rows, "mean_gain_points": mean_gain},
+        table,
+    )
+    print(table)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
