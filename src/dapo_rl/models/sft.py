@@ -33,7 +33,7 @@ from dapo_rl.rollout.base import SamplingParams
 from dapo_rl.rollout.hf_engine import HFRolloutEngine
 
 #: Bump when the SFT recipe changes in a way that changes the cached model.
-SFT_VERSION = "sft-v1"
+SFT_VERSION = "sft-v2"
 INFO_FILE = "sft_info.json"
 #: Generation cap used when evaluating the warm model (longest reference response: 49 tokens).
 EVAL_MAX_NEW_TOKENS = 64
@@ -41,25 +41,18 @@ _WARMUP_STEPS = 30
 _WEIGHT_DECAY = 0.01
 _HEADS = 4
 _PACK_LEN = 128  # tokens per packed training row (the longest example has about 60)
-# Early stopping on a validation target: every _CHECK_EVERY steps from _FIRST_CHECK on, the
-# sampled accuracy (temperature 1) of _VAL_SAMPLES samples on _VAL_PROBLEMS held-out problems.
-_FIRST_CHECK = 400
-_CHECK_EVERY = 50
-_VAL_PROBLEMS = 64
-_VAL_SAMPLES = 4
 
 
 @dataclass(frozen=True)
 class SFTConfig:
     """Everything that determines the warm model (hashed into the cache directory name)."""
 
-    steps: int = 1100
+    steps: int = 850
     batch_size: int = 32
     lr: float = 2e-3
     hidden: int = 128
     layers: int = 4
     seed: int = 0
-    target_accuracy: float | None = 0.45
 
     def digest(self) -> str:
         """A short hash of this config, the task version and the SFT version."""
@@ -169,41 +162,20 @@ def evaluate_warm_model(
     }
 
 
-def _validation_set(tokenizer: Any, seed: int) -> tuple[list[list[int]], list[int]]:
-    """Held-out prompts (default levels) for the early-stopping check, apart from the final eval."""
-    rows = synthetic.make_rows(_VAL_PROBLEMS, seed=seed + 1_000_003, split="test")
-    return tokenizer([r.prompt for r in rows])["input_ids"], [int(r.answer) for r in rows]
-
-
-def _sampled_accuracy(
-    model: torch.nn.Module, tokenizer: Any, prompts: list[list[int]], answers: list[int], seed: int
-) -> float:
-    """Mean accuracy of ``_VAL_SAMPLES`` samples per prompt at temperature 1 (the RL sampling view)."""
-    params = SamplingParams(
-        max_new_tokens=EVAL_MAX_NEW_TOKENS, temperature=1.0, eos_token_ids=[tokenizer.eos_token_id], seed=seed
-    )
-    groups = HFRolloutEngine(model, tokenizer).generate(prompts, _VAL_SAMPLES, params)
-    right = sum(synthetic.extract_answer(r.text) == a for a, g in zip(answers, groups) for r in g)
-    return right / (len(prompts) * _VAL_SAMPLES)
-
-
 def _train(
     model: torch.nn.Module, tokenizer: Any, cfg: SFTConfig, max_seconds: float | None, progress: bool
 ) -> dict[str, Any]:
-    """AdamW steps until ``cfg.steps``, the validation target, or ``max_seconds``."""
+    """``cfg.steps`` AdamW steps (fewer if ``max_seconds`` runs out); returns the loss record."""
     rows = synthetic.make_rows(
         cfg.steps * cfg.batch_size, seed=cfg.seed, split="train", difficulty=synthetic.SFT_LEVELS
     )
     examples = _encode_examples(tokenizer, rows)
     random.Random(cfg.seed).shuffle(examples)
-    val_prompts, val_answers = _validation_set(tokenizer, cfg.seed)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=cfg.lr, weight_decay=_WEIGHT_DECAY, betas=(0.9, 0.98)
     )
     model.train()
     losses: list[float] = []
-    checks: list[tuple[int, float]] = []
-    stopped = "steps"
     start = time.perf_counter()
     bar = tqdm(range(cfg.steps), desc="SFT warm start", disable=not progress, leave=False)
     for step in bar:
@@ -217,27 +189,18 @@ def _train(
         optimizer.step()
         losses.append(loss.item())
         if step % 10 == 0:
-            bar.set_postfix(loss=f"{losses[-1]:.3f}", val=f"{checks[-1][1]:.2f}" if checks else "-")
-        done = step + 1
-        if cfg.target_accuracy is not None and done >= _FIRST_CHECK and done % _CHECK_EVERY == 0:
-            checks.append((done, _sampled_accuracy(model, tokenizer, val_prompts, val_answers, cfg.seed)))
-            if checks[-1][1] >= cfg.target_accuracy:
-                stopped = "target"
-                break
+            bar.set_postfix(loss=f"{losses[-1]:.3f}")
         if max_seconds is not None and time.perf_counter() - start > max_seconds:
-            stopped = "time"
             break
     bar.close()
     model.eval()
     tail = losses[-10:]
     return {
         "steps": len(losses),
-        "stopped_by": stopped,
         "train_seconds": time.perf_counter() - start,
         "initial_loss": losses[0],
         "final_loss": sum(tail) / len(tail),
         "loss_every_25_steps": [round(x, 4) for x in losses[::25]],
-        "validation_checks": [{"step": st, "sampled_accuracy": acc} for st, acc in checks],
     }
 
 
@@ -269,7 +232,6 @@ def run_sft(
     lr: float = SFTConfig.lr,
     hidden: int = SFTConfig.hidden,
     layers: int = SFTConfig.layers,
-    target_accuracy: float | None = SFTConfig.target_accuracy,
     max_seconds: float | None = None,
     eval_problems: int = 200,
     threads: int | None = 2,
@@ -277,9 +239,8 @@ def run_sft(
 ) -> dict[str, Any]:
     """Train the warm-start model and save it (with its tokenizer and ``sft_info.json``) to ``output_dir``.
 
-    Training runs ``steps`` AdamW steps of ``batch_size`` problems, and stops earlier once the sampled
-    accuracy at temperature 1 on a held-out validation set reaches ``target_accuracy`` (checked
-    every 50 steps from step 400; ``None`` disables the check). ``max_seconds`` is an optional wall
+    Training runs ``steps`` AdamW steps of ``batch_size`` problems (levels 1-4), learning rate
+    ``lr`` after a 30-step warm-up, cosine-decayed to a tenth. ``max_seconds`` is an optional wall
     clock cap (off by default: a cut-short model may not have learned the task yet). ``threads``
     sets torch's CPU threads for the run (restored afterwards; ``None`` keeps them).
     ``eval_problems=0`` skips the final evaluation. Returns the info written to ``sft_info.json``.
@@ -292,7 +253,6 @@ def run_sft(
         hidden=hidden,
         layers=layers,
         seed=seed,
-        target_accuracy=target_accuracy,
     )
     with _torch_threads(threads):
         start = time.perf_counter()
