@@ -6,6 +6,13 @@ then measures the model with the rollout engine on held-out problems and writes 
 and ``sft_info.json`` atomically. The schedule is deliberately short: the warm model writes the
 format reliably and is partly right, which leaves RL something to learn.
 
+Measured with the defaults (850 steps of 32 problems, lr 2e-3, 0.86M parameters, seed 0) on 2 CPU
+cores: 128 s of training, 140 s in all. On 200 held-out problems (levels 2-4): greedy accuracy
+0.61, sampled accuracy at temperature 1 0.51 (level 2: 0.74, 3: 0.49, 4: 0.29); of the 8 samples
+per problem, 56% of the groups are mixed, 23.5% all right, 20.5% all wrong. Seed 1 gives 0.55
+sampled / 0.66 greedy with 44% mixed groups. A higher learning rate (3e-3) made the outcome
+depend on the seed (0.49 vs 0.25 sampled); fewer steps leave levels 3-4 near zero.
+
 :func:`ensure_warm_model` returns a cached warm model directory, training it first when the cache
 has no complete one for the current task and model configuration.
 """
@@ -15,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import random
 import shutil
@@ -120,7 +128,7 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
     if step < warmup:
         return (step + 1) / warmup
     progress = (step - warmup) / max(1, total - warmup)
-    return 0.1 + 0.9 * 0.5 * (1.0 + torch.cos(torch.tensor(progress * torch.pi)).item())
+    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 def evaluate_warm_model(
