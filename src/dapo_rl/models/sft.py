@@ -55,7 +55,7 @@ _PACK_LEN = 128  # tokens per packed training row (the longest example has about
 class SFTConfig:
     """Everything that determines the warm model (hashed into the cache directory name)."""
 
-    steps: int = 850
+    steps: int = 800
     batch_size: int = 32
     lr: float = 2e-3
     hidden: int = 128
