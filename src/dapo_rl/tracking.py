@@ -87,16 +87,3 @@ class MetricsLogger:
             self._tb.close()
         if self._wandb is not None:
             self._wandb.finish()
-
-
-def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """Read a metrics.jsonl, tolerating a truncated last line."""
-    rows = []
-    if not path.exists():
-        return rows
-    for line in path.read_text().splitlines():
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            break
-    return rows
