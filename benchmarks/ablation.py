@@ -8,7 +8,7 @@ step, so it gets fewer steps), 3 seeds each, starting from the same warm-started
 Held-out accuracy (avg@k on the synthetic test split) is measured before and after.
 
     .venv/bin/python benchmarks/ablation.py                       # full: 6 variants x 3 seeds
-    .venv/bin/python benchmarks/ablation.py --seeds 0 --budget 20000
+    .venv/bin/python benchmarks/ablation.py --seeds 0 --budget 30000 train.num_threads=1
 
 Writes benchmarks/results/ablation.{json,md} and ablation.png.
 """
@@ -47,7 +47,7 @@ def variants() -> list[tuple[str, list[str]]]:
     return out
 
 
-def run_variant(overrides: list[str], seed: int, budget: int, run_dir: Path) -> dict:
+def run_variant(overrides: list[str], seed: int, budget: int, run_dir: Path, extra: list[str]) -> dict:
     from dapo_rl.config import load_config
     from dapo_rl.trainer import Trainer
 
@@ -64,6 +64,7 @@ def run_variant(overrides: list[str], seed: int, budget: int, run_dir: Path) -> 
             "logging.plots=false",
             "logging.tensorboard=false",
             f"logging.run_dir={run_dir}",
+            *extra,
         ],
     )
     trainer = Trainer(cfg)
@@ -113,13 +114,17 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--budget", type=int, default=60000, help="generated tokens per run")
+    parser.add_argument("--budget", type=int, default=150000, help="generated tokens per run")
+    parser.add_argument(
+        "overrides", nargs="*", help="extra dotted overrides for every run, e.g. train.num_threads=1"
+    )
     args = parser.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         for name, overrides in variants():
             runs = [
-                run_variant(overrides, s, args.budget, Path(tmp) / f"{len(results)}_{s}") for s in args.seeds
+                run_variant(overrides, s, args.budget, Path(tmp) / f"{len(results)}_{s}", args.overrides)
+                for s in args.seeds
             ]
             after = [r["after"] for r in runs]
             results.append(
@@ -148,7 +153,10 @@ def main() -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     plot(results, RESULTS / "ablation.png")
     write_result(
-        "ablation", {"seeds": args.seeds, "budget_tokens": args.budget}, {"variants": results}, table
+        "ablation",
+        {"seeds": args.seeds, "budget_tokens": args.budget, "overrides": args.overrides},
+        {"variants": results},
+        table,
     )
     print(table)
 
