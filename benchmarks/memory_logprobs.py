@@ -66,8 +66,9 @@ def worker(path: str, tokens: int, hidden: int, vocab: int, chunk: int, out: str
     torch.manual_seed(0)
     h, w, labels, adv, noise = _inputs(tokens, hidden, vocab, seed=0)
     with torch.no_grad():  # old log-probs: computed chunk-wise outside the measured region
-        from dapo_rl.algorithm.logprobs import logprobs_from_hidden
+        from dapo_rl.algorithm.logprobs import auto_chunk_tokens, logprobs_from_hidden
 
+        chunk = chunk or auto_chunk_tokens(vocab)
         old_logp = logprobs_from_hidden(h, w, labels, chunk_tokens=chunk)[0] + noise
     Path("/proc/self/clear_refs").write_text("5")
     before = _status_kib("VmRSS")
@@ -113,7 +114,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=4096)
     parser.add_argument("--hidden", type=int, default=896, help="896: Qwen2.5-0.5B")
     parser.add_argument("--vocab", type=int, default=151_936, help="151,936: the Qwen2.5 vocabulary")
-    parser.add_argument("--chunk", type=int, default=1024, help="our path's tokens per chunk")
+    parser.add_argument("--chunk", type=int, default=0, help="our tokens per chunk (0: the automatic choice)")
     parser.add_argument("--worker", choices=["naive", "ours"], help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -131,6 +132,9 @@ def main() -> None:
         gn, go = torch.load(tmp / "naive.json.pt"), torch.load(tmp / "ours.json.pt")
         max_dw = (gn["grad_w"] - go["grad_w"]).abs().max().item()
         max_dh = (gn["grad_h"] - go["grad_h"]).abs().max().item()
+    from dapo_rl.algorithm.logprobs import auto_chunk_tokens
+
+    args.chunk = args.chunk or auto_chunk_tokens(args.vocab)
     ratio = ours["peak_above_inputs_mib"] / naive["peak_above_inputs_mib"]
     logits_mib = args.tokens * args.vocab * 4 / MIB
     weight_mib = args.vocab * args.hidden * 4 / MIB

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from dapo_rl.algorithm.logprobs import logprobs_from_hidden, token_entropy, token_logprobs
+from dapo_rl.algorithm.logprobs import auto_chunk_tokens, logprobs_from_hidden, token_entropy, token_logprobs
 
 
 @dataclass
@@ -177,7 +177,7 @@ class PolicyModule(torch.nn.Module):
         return self.module(*args, **kwargs)
 
     def response_logprobs(
-        self, mb: MicroBatch, temperature: float, with_entropy: bool = False, chunk_tokens: int = 1024
+        self, mb: MicroBatch, temperature: float, with_entropy: bool = False, chunk_tokens: int | None = None
     ) -> tuple[Tensor, Tensor | None]:
         """Per-token log-probs (and entropy) of the response tokens at ``temperature``: ``[b, R]``
         each, zero at padding (fresh tensors, not views: FSDP2 hooks them for backward)."""
@@ -192,8 +192,9 @@ class PolicyModule(torch.nn.Module):
             )
         else:  # generic fallback: full logits
             logits = self.module(input_ids=mb.input_ids, attention_mask=mb.attention_mask).logits[row, pos]
-            lp = token_logprobs(logits, labels, temperature, chunk_tokens)
-            ent = token_entropy(logits, temperature, chunk_tokens) if with_entropy else None
+            chunk = chunk_tokens or auto_chunk_tokens(logits.shape[-1])
+            lp = token_logprobs(logits, labels, temperature, chunk)
+            ent = token_entropy(logits, temperature, chunk) if with_entropy else None
         shape = mb.response_ids.shape
         logp = torch.zeros(shape, dtype=lp.dtype, device=lp.device).index_put((row, col), lp)
         entropy = None
@@ -207,7 +208,7 @@ def sequence_logprobs(
     mb: MicroBatch,
     temperature: float,
     with_entropy: bool = False,
-    chunk_tokens: int = 1024,
+    chunk_tokens: int | None = None,
 ) -> tuple[Tensor, Tensor | None]:
     """Per-token log-probs (and entropy) of the response tokens at ``temperature``: ``[b, R]`` each,
     zero at padding. Differentiable through ``model`` (a :class:`PolicyModule` or a bare HF model)."""

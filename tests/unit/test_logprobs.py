@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from dapo_rl.algorithm.logprobs import logprobs_from_hidden, token_entropy, token_logprobs
+from dapo_rl.algorithm import logprobs as logprobs_module
+from dapo_rl.algorithm.logprobs import auto_chunk_tokens, logprobs_from_hidden, token_entropy, token_logprobs
 
 
 def naive_logprobs(logits: torch.Tensor, labels: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -177,6 +178,25 @@ def test_hidden_path_keeps_at_most_one_chunk_of_logits(monkeypatch: pytest.Monke
     assert saved and max(saved) <= v * h < n * v
     assert rows and max(rows) <= chunk
     assert len(rows) == 2 * (n // chunk)  # one pass forward, one recompute in backward
+
+
+def test_automatic_chunk_follows_the_vocabulary(monkeypatch: pytest.MonkeyPatch) -> None:
+    """chunk_tokens=None: CHUNK_ELEMENTS // V tokens per chunk (clamped), same values as explicit."""
+    assert auto_chunk_tokens(151_936) == 441  # 2**26 // 151,936
+    assert auto_chunk_tokens(32_000) == 2_097
+    assert auto_chunk_tokens(26) == logprobs_module.MAX_AUTO_CHUNK_TOKENS
+    assert auto_chunk_tokens(10**9) == 1
+    monkeypatch.setattr(logprobs_module, "CHUNK_ELEMENTS", 500 * 6)  # -> 6 tokens per chunk at V=500
+    gen = torch.Generator().manual_seed(8)
+    n, h, v = 40, 8, 500
+    hidden = torch.randn(n, h, generator=gen)
+    weight = torch.randn(v, h, generator=gen)
+    labels = torch.randint(0, v, (n,), generator=gen)
+    rows = _record_log_softmax_rows(monkeypatch)
+    lp_auto, _ = logprobs_from_hidden(hidden, weight, labels)
+    assert max(rows) == 6 and len(rows) == math.ceil(n / 6)
+    lp_full, _ = logprobs_from_hidden(hidden, weight, labels, chunk_tokens=n)
+    torch.testing.assert_close(lp_auto, lp_full, rtol=0, atol=1e-6)
 
 
 def test_logits_path_saves_only_its_input(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,6 +21,17 @@ import torch
 from torch import Tensor
 from torch.autograd.function import FunctionCtx, once_differentiable
 
+#: Logits elements per chunk when ``logprobs_from_hidden`` picks the chunk itself: 2**26 fp32 values
+#: (256 MiB), i.e. 441 tokens for a 151,936-token vocabulary, 2,097 for a 32,000 one.
+CHUNK_ELEMENTS = 2**26
+#: Most tokens per automatic chunk (small vocabularies).
+MAX_AUTO_CHUNK_TOKENS = 8192
+
+
+def auto_chunk_tokens(vocab_size: int) -> int:
+    """Tokens per chunk so that one ``chunk x V`` fp32 workspace holds ``CHUNK_ELEMENTS`` values."""
+    return max(1, min(MAX_AUTO_CHUNK_TOKENS, CHUNK_ELEMENTS // max(vocab_size, 1)))
+
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
@@ -287,7 +298,7 @@ def logprobs_from_hidden(
     lm_head_weight: Tensor,
     labels: Tensor,
     temperature: float = 1.0,
-    chunk_tokens: int = 1024,
+    chunk_tokens: int | None = None,
     with_entropy: bool = False,
     lm_head_bias: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None]:
@@ -304,7 +315,8 @@ def logprobs_from_hidden(
             the unsharded (full) weight.
         labels: ``[N]`` (or ``[...]``) token ids in ``[0, V)``.
         temperature: sampling temperature, > 0.
-        chunk_tokens: tokens per chunk.
+        chunk_tokens: tokens per chunk; ``None`` picks :func:`auto_chunk_tokens` of the vocabulary
+            (peak memory then stays near a few ``CHUNK_ELEMENTS`` fp32 buffers whatever ``V``).
         with_entropy: also return the per-token entropy.
         lm_head_bias: ``[V]`` or None.
 
@@ -312,6 +324,8 @@ def logprobs_from_hidden(
         ``(logp[N], entropy[N] or None)``, float32 (float64 for float64 inputs); the matmul runs
         in the inputs' dtype, the softmax in fp32.
     """
+    if chunk_tokens is None:
+        chunk_tokens = auto_chunk_tokens(lm_head_weight.shape[0])
     _check_options(temperature, chunk_tokens)
     if hidden.shape[:-1] != labels.shape:
         raise ValueError(
