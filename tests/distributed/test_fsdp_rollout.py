@@ -34,14 +34,18 @@ def rollout_on_rank(out_dir: str) -> None:
     # rank 1 decodes three times as many prompts for many more steps than rank 0
     prompts = [[1, 5 + i, 6, 7] for i in range(1 + 2 * ctx.rank)]
     params = SamplingParams(max_new_tokens=4 + 20 * ctx.rank, seed=ctx.rank, eos_token_ids=[2])
+    engine = HFRolloutEngine(policy, tok)
+    assert engine.decode_path()[0] == "hf"  # sharded parameters: only the transformers forward gathers them
     with gathered(policy):
-        sharded = HFRolloutEngine(policy, tok).generate(prompts, 3, params)
+        path = engine.decode_path()
+        sharded = engine.generate(prompts, 3, params)
     reference = HFRolloutEngine(plain, tok).generate(prompts, 3, params)
     assert isinstance(next(policy.parameters()), DTensor)  # sharded again
     policy.module.train()
     ids = torch.tensor([[1, 5, 6, 7, 8]])
     policy(input_ids=ids).logits.float().pow(2).mean().backward()  # the training path still runs
     result = {
+        "path": path,
         "same": [[r.token_ids for r in g] for g in sharded] == [[r.token_ids for r in g] for g in reference],
         "lengths": [r.length for g in sharded for r in g],
     }
@@ -53,4 +57,5 @@ def test_rollout_under_fsdp_matches_the_unsharded_model(tmp_path: Path) -> None:
     run_ranks(rollout_on_rank, 2, str(tmp_path))
     results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     assert all(r["same"] for r in results)
+    assert all(r["path"] == ["lean", None] for r in results)  # the lean decode reads the gathered weights
     assert max(results[1]["lengths"]) > max(results[0]["lengths"])  # the decode loops really differed

@@ -12,13 +12,14 @@ How a call to :meth:`HFRolloutEngine.generate` runs:
    stop strings end a row. Finished rows are dropped from the batch (and from the cache) once they
    are a quarter of it; the loop ends as soon as every row has finished.
 
-The KV cache is a ``DynamicCache`` whose layers write into buffers preallocated for
-prompt + ``max_new_tokens`` instead of concatenating each step, which copies the whole cache. On 2
-CPU cores with the 0.9M-parameter tiny model: 256 rows decoding 64 tokens with no EOS, 1.03 s
-instead of 1.07 s; 64 rows x 256 tokens, 2.8 s instead of 3.4 s; on the synthetic task (32 prompts
-x 8 samples, rows ending early and dropped) both take about 0.5 s, as CPU attention copies the
-strided cache view. Models whose cache is not a plain full-attention one (sliding windows, linear
-attention) keep transformers' own cache layers.
+Decode steps: for Llama, Qwen2 and Mistral models (full attention, plain modules; see
+:func:`~dapo_rl.rollout.fast_decode.lean_decode_unsupported`) a :class:`LeanDecoder` computes each
+step as a straight sequence of tensor operations on the model's own parameters and the preallocated
+cache buffers (same logits within 1e-5 in float32). Any other model steps through its own forward
+with a ``DynamicCache`` whose layers write into buffers preallocated for prompt +
+``max_new_tokens`` instead of concatenating each step, which copies the whole cache (models whose
+cache is not a plain full-attention one, e.g. sliding windows, keep transformers' own cache layers).
+``decode_path()`` says which one a call will use, and why.
 
 The engine samples from the model object it was given (the trainer passes its live policy, so there
 are no weights to sync), in eval mode under ``torch.no_grad`` (not ``inference_mode``, whose
@@ -38,6 +39,7 @@ from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
 from dapo_rl.rollout.base import FinishReason, Response, SamplingParams
+from dapo_rl.rollout.fast_decode import LeanDecoder, lean_decode_unsupported
 
 _COMPACT_FRACTION = 0.25  # drop finished rows once they are this fraction of the batch
 
@@ -146,6 +148,7 @@ class HFRolloutEngine:
         tokenizer: Any,
         max_batch_sequences: int = 256,
         max_batch_tokens: int | None = None,
+        lean_decode: bool = True,
     ) -> None:
         if max_batch_sequences < 1:
             raise ValueError(f"max_batch_sequences must be >= 1, got {max_batch_sequences}")
@@ -155,6 +158,7 @@ class HFRolloutEngine:
         self.tokenizer = tokenizer
         self.max_batch_sequences = max_batch_sequences
         self.max_batch_tokens = max_batch_tokens
+        self.lean_decode = lean_decode
         pad = getattr(tokenizer, "pad_token_id", None)
         if pad is None:
             pad = getattr(tokenizer, "eos_token_id", None)
@@ -165,6 +169,13 @@ class HFRolloutEngine:
         self._logits_to_keep = "logits_to_keep" in params
 
     # ------------------------------------------------------------------ public API
+    def decode_path(self) -> tuple[str, str | None]:
+        """``("lean", None)`` when decode steps run :class:`LeanDecoder`, else ``("hf", reason)``."""
+        reason = lean_decode_unsupported(self._core) if self.lean_decode else "lean_decode=False"
+        if reason is None and any(_is_dtensor(p) for p in self._core.parameters()):
+            reason = "sharded (DTensor) parameters: not inside an FSDP2 gather"
+        return ("hf", reason) if reason else ("lean", None)
+
     def generate(self, prompt_ids: list[list[int]], n: int, params: SamplingParams) -> list[list[Response]]:
         """Sample ``n`` responses for each prompt; ``result[prompt_index][sample_index]``."""
         self._validate(prompt_ids, n, params)
@@ -177,12 +188,13 @@ class HFRolloutEngine:
         if seed is None:  # follow the global RNG so that torch.manual_seed makes runs reproducible
             seed = int(torch.randint(0, 2**62, (1,)).item())
         generator.manual_seed(seed)
+        lean = self.decode_path()[0] == "lean"
         was_training = self.model.training
         self.model.eval()
         try:
             with torch.no_grad():
                 for chunk in self._chunks(prompt_ids, n, params.max_new_tokens):
-                    for (p, s), response in zip(chunk.rows, self._run_chunk(chunk, params, generator)):
+                    for (p, s), response in zip(chunk.rows, self._run_chunk(chunk, params, generator, lean)):
                         results[p][s] = response
         finally:
             self.model.train(was_training)
@@ -289,11 +301,25 @@ class HFRolloutEngine:
             cache.batch_select_indices(expand)
         return cache, logits[expand], mask[expand], next_pos[expand]
 
-    def _run_chunk(self, chunk: _Chunk, params: SamplingParams, generator: torch.Generator) -> list[Response]:
+    def _stepper(
+        self, cache: DynamicCache, mask: torch.Tensor, width: int, lean: bool
+    ) -> LeanDecoder | _HFStep:
+        """The decode step for a prefilled chunk: lean when the model and its cache allow it."""
+        layers = cache.layers
+        if lean and layers and all(type(layer) is _PreallocatedLayer for layer in layers):
+            kv = [(layer._kbuf, layer._vbuf) for layer in layers]  # type: ignore[attr-defined]
+            return LeanDecoder(self._core, kv, layers[0].get_seq_length(), mask)
+        return _HFStep(self, cache, mask, width)
+
+    def _run_chunk(
+        self, chunk: _Chunk, params: SamplingParams, generator: torch.Generator, lean: bool
+    ) -> list[Response]:
         device = self._device()
         max_new = params.max_new_tokens
         cache, logits, mask, positions = self._prefill(chunk, max_new, device)
         width = mask.shape[1] - max_new
+        stepper = self._stepper(cache, mask, width, lean)
+        del cache, mask  # owned by the stepper from here
         rows = len(chunk.rows)
         out_tokens = torch.full((rows, max_new), self.pad_token_id, dtype=torch.long, device=device)
         out_logprobs = torch.zeros((rows, max_new), dtype=torch.float32, device=device)
@@ -328,15 +354,10 @@ class HFRolloutEngine:
                 break
             if alive.numel() - n_alive >= max(1, _COMPACT_FRACTION * alive.numel()):
                 keep = alive.nonzero().flatten()
-                cache.batch_select_indices(keep)
-                active, tokens, positions, mask = active[keep], tokens[keep], positions[keep], mask[keep]
+                stepper.select(keep)
+                active, tokens, positions = active[keep], tokens[keep], positions[keep]
                 alive = alive[keep]
-            logits = self._forward(
-                input_ids=tokens[:, None],
-                attention_mask=mask[:, : width + t + 1],
-                position_ids=positions[:, None],
-                past_key_values=cache,
-            )
+            logits = stepper.step(tokens, positions)
             positions = positions + 1
         token_lists = out_tokens.tolist()
         logprob_lists = out_logprobs.tolist() if params.return_logprobs else None
@@ -351,6 +372,35 @@ class HFRolloutEngine:
             )
             for r in range(rows)
         ]
+
+
+def _is_dtensor(tensor: torch.Tensor) -> bool:
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # pragma: no cover - torch without distributed
+        return False
+    return isinstance(tensor, DTensor)
+
+
+class _HFStep:
+    """Decode steps through the model's own forward and ``DynamicCache`` (any model)."""
+
+    def __init__(self, engine: HFRolloutEngine, cache: DynamicCache, mask: torch.Tensor, width: int) -> None:
+        self.engine, self.cache, self.mask = engine, cache, mask
+        self.filled = width  # cache slots filled so far
+
+    def select(self, index: torch.Tensor) -> None:
+        self.cache.batch_select_indices(index)
+        self.mask = self.mask[index]
+
+    def step(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        self.filled += 1
+        return self.engine._forward(
+            input_ids=tokens[:, None],
+            attention_mask=self.mask[:, : self.filled],
+            position_ids=positions[:, None],
+            past_key_values=self.cache,
+        )
 
 
 def _sample(
