@@ -87,23 +87,40 @@ def padding_sample(pad_id: int) -> TrainSample:
 
 
 def plan_micro_batches(lengths: list[int], token_budget: int) -> list[list[int]]:
-    """Indices of samples per micro-batch so that rows x longest-row <= token_budget (padded cost).
+    """Indices of samples per micro-batch so that rows x longest-row <= token_budget (padded cost),
+    with as few micro-batches as possible and, among those, the fewest padding tokens.
 
-    Samples are sorted by length first (less padding); a sample longer than the budget gets a
-    micro-batch of its own. Every index appears exactly once.
+    Samples are sorted by length and cut into consecutive runs; a sample longer than the budget
+    gets a micro-batch of its own. The cuts come from an exact dynamic programme over the sorted
+    lengths minimising (micro-batches, padded tokens) in that order: filling each micro-batch up to
+    the budget gives the same count but can pad far more (a short sample that ends up next to long
+    ones). Every index appears exactly once; micro-batches come in order of length.
     """
     order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    sorted_lengths = [lengths[i] for i in order]
+    # best[j]: (micro-batches, padded tokens) for the first j sorted samples; start[j]: where the
+    # last of those micro-batches starts. Micro-batch [i, j) pads to sorted_lengths[j - 1].
+    best: list[tuple[int, int]] = [(0, 0)]
+    start: list[int] = [0]
+    for j in range(1, len(order) + 1):
+        longest = sorted_lengths[j - 1]
+        max_rows = max(1, token_budget // max(longest, 1))
+        choice, cut = None, j - 1
+        for i in range(max(j - max_rows, 0), j):  # best[i][0] never decreases with i
+            count, padded = best[i]
+            if choice is not None and count + 1 > choice[0]:
+                break
+            candidate = (count + 1, padded + (j - i) * longest)
+            if choice is None or candidate < choice:
+                choice, cut = candidate, i
+        best.append(choice)
+        start.append(cut)
     plans: list[list[int]] = []
-    current: list[int] = []
-    for i in order:
-        longest = max([lengths[j] for j in current] + [lengths[i]])
-        if current and longest * (len(current) + 1) > token_budget:
-            plans.append(current)
-            current = []
-        current.append(i)
-    if current:
-        plans.append(current)
-    return plans
+    j = len(order)
+    while j > 0:
+        plans.append(order[start[j] : j])
+        j = start[j]
+    return plans[::-1]
 
 
 def collate(samples: list[TrainSample], index: list[int], pad_id: int, device: torch.device) -> MicroBatch:

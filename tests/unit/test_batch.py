@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 
 from dapo_rl.batch import TrainSample, collate, plan_micro_batches, sequence_logprobs, split_by_groups
@@ -39,6 +41,44 @@ def test_plan_micro_batches_respects_budget_and_covers_all() -> None:
         cost = len(mb) * max(lengths[i] for i in mb)
         assert cost <= 18 or len(mb) == 1  # only an over-long single sample may exceed
     assert [7] in plan  # the 30-token sample sits alone
+
+
+def _padded(plan: list[list[int]], lengths: list[int]) -> int:
+    return sum(len(mb) * max(lengths[i] for i in mb) for mb in plan)
+
+
+def test_plan_micro_batches_pads_less_than_filling_to_the_budget() -> None:
+    """Budget 12, sorted lengths 2 3 3 4 6 6: filling up to the budget gives [2 3 3] [4 6] [6]
+    (27 padded tokens); the planner keeps three micro-batches but cuts [2 3 3] [4] [6 6] (25)."""
+    lengths = [6, 3, 2, 6, 4, 3]
+    plan = plan_micro_batches(lengths, token_budget=12)
+    assert [sorted(lengths[i] for i in mb) for mb in plan] == [[2, 3, 3], [4], [6, 6]]
+    assert _padded(plan, lengths) == 25
+
+
+def _best_by_brute_force(lengths: list[int], budget: int) -> tuple[int, int]:
+    """(micro-batches, padded tokens), the least over every way of cutting the sorted lengths."""
+    s = sorted(lengths)
+    best = None
+    for mask in range(2 ** (len(s) - 1)):  # bit k set: a cut after sorted sample k
+        cuts = [0] + [k + 1 for k in range(len(s) - 1) if mask >> k & 1] + [len(s)]
+        runs = [s[a:b] for a, b in itertools.pairwise(cuts)]
+        if all(len(r) * r[-1] <= budget or len(r) == 1 for r in runs):
+            cost = (len(runs), sum(len(r) * r[-1] for r in runs))
+            best = cost if best is None or cost < best else best
+    return best
+
+
+def test_plan_micro_batches_is_the_fewest_micro_batches_then_least_padding() -> None:
+    rng = torch.Generator().manual_seed(3)
+    for _ in range(60):
+        n = int(torch.randint(1, 10, (1,), generator=rng))
+        lengths = torch.randint(1, 12, (n,), generator=rng).tolist()
+        budget = int(torch.randint(4, 30, (1,), generator=rng))
+        plan = plan_micro_batches(lengths, budget)
+        assert sorted(i for mb in plan for i in mb) == list(range(n))
+        assert all(len(mb) * max(lengths[i] for i in mb) <= budget or len(mb) == 1 for mb in plan)
+        assert (len(plan), _padded(plan, lengths)) == _best_by_brute_force(lengths, budget)
 
 
 def test_sequence_logprobs_match_full_forward() -> None:
