@@ -133,10 +133,10 @@ def lean_decode_unsupported(model: nn.Module) -> str | None:
 
 
 def _rms_norm(h: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
-    """Transformers' Llama RMSNorm, operation for operation."""
-    x = h.to(torch.float32)
+    """Transformers' Llama RMSNorm, operation for operation (the casts skipped in float32)."""
+    x = h if h.dtype == torch.float32 else h.to(torch.float32)
     x = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
-    return weight * x.to(h.dtype)
+    return weight * (x if h.dtype == torch.float32 else x.to(h.dtype))
 
 
 def _linear_residual(h: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
@@ -265,7 +265,9 @@ class LeanDecoder:
             layer.values[:, :, slot] = F.linear(x, *layer.v).view(rows, kv, d)
             keys = layer.keys.view(rows * kv, -1, d)[:, :end]
             scores = torch.baddbmm(bias, q.view(rows * kv, groups, d), keys.transpose(1, 2))
-            probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(self.dtype)
+            probs = torch.softmax(scores, dim=-1, dtype=torch.float32)
+            if self.dtype != torch.float32:
+                probs = probs.to(self.dtype)
             attn = torch.bmm(probs, layer.values.view(rows * kv, -1, d)[:, :end]).view(rows, -1)
             h = _linear_residual(h, attn, *layer.o)
             x = _rms_norm(h, layer.ln2, layer.eps2)
