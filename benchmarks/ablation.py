@@ -7,7 +7,7 @@ Every variant gets the same budget of GENERATED tokens (dynamic sampling spends 
 step, so it gets fewer steps), 3 seeds each, starting from the same warm-started tiny model.
 Held-out accuracy (avg@k on the synthetic test split) is measured before and after.
 
-    .venv/bin/python benchmarks/ablation.py                       # full: 6 variants x 3 seeds
+    .venv/bin/python benchmarks/ablation.py --jobs 2              # full: 6 variants x 3 seeds, 2 at a time
     .venv/bin/python benchmarks/ablation.py --seeds 0 --budget 30000 train.num_threads=1
 
 Writes benchmarks/results/ablation.{json,md} and ablation.png.
@@ -16,8 +16,11 @@ Writes benchmarks/results/ablation.{json,md} and ablation.png.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
+import os
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from _common import RESULTS, write_result
@@ -118,14 +121,21 @@ def main() -> None:
     parser.add_argument(
         "overrides", nargs="*", help="extra dotted overrides for every run, e.g. train.num_threads=1"
     )
+    parser.add_argument("--jobs", type=int, default=1, help="runs at a time (each gets cores / jobs threads)")
     args = parser.parse_args()
+    threads = [f"train.num_threads={max(1, (os.cpu_count() or 1) // args.jobs)}"] if args.jobs > 1 else []
+    spawn = multiprocessing.get_context("spawn")
     results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name, overrides in variants():
-            runs = [
-                run_variant(overrides, s, args.budget, Path(tmp) / f"{len(results)}_{s}", args.overrides)
-                for s in args.seeds
-            ]
+    with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(args.jobs, mp_context=spawn) as pool:
+        jobs = {
+            (v, s): pool.submit(
+                run_variant, overrides, s, args.budget, Path(tmp) / f"{v}_{s}", args.overrides + threads
+            )
+            for v, (_, overrides) in enumerate(variants())
+            for s in args.seeds
+        }
+        for v, (name, overrides) in enumerate(variants()):
+            runs = [jobs[v, s].result() for s in args.seeds]
             after = [r["after"] for r in runs]
             results.append(
                 {
