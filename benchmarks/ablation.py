@@ -50,7 +50,9 @@ def variants() -> list[tuple[str, list[str]]]:
     return out
 
 
-def run_variant(overrides: list[str], seed: int, budget: int, run_dir: Path, extra: list[str]) -> dict:
+def run_variant(
+    overrides: list[str], seed: int, budget: int, run_dir: Path, extra: list[str], measure_before: bool
+) -> dict:
     from dapo_rl.config import load_config
     from dapo_rl.trainer import Trainer
 
@@ -72,7 +74,8 @@ def run_variant(overrides: list[str], seed: int, budget: int, run_dir: Path, ext
     )
     trainer = Trainer(cfg)
     start = time.perf_counter()
-    before = trainer.evaluate()
+    # the warm start is the same for every variant: measured once per seed (by the first variant)
+    before = trainer.evaluate() if measure_before else None
     tokens, steps = 0, 0
     while tokens < budget:
         metrics = trainer.train_step()
@@ -83,7 +86,7 @@ def run_variant(overrides: list[str], seed: int, budget: int, run_dir: Path, ext
     trainer.reward.close()
     return {
         "seed": seed,
-        "before": before["avg_at_k"]["mean"],
+        "before": before["avg_at_k"]["mean"] if before else None,
         "after": after["avg_at_k"]["mean"],
         "after_ci95": after["avg_at_k"]["ci95"],
         "steps": steps,
@@ -129,13 +132,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp, ProcessPoolExecutor(args.jobs, mp_context=spawn) as pool:
         jobs = {
             (v, s): pool.submit(
-                run_variant, overrides, s, args.budget, Path(tmp) / f"{v}_{s}", args.overrides + threads
+                run_variant,
+                overrides,
+                s,
+                args.budget,
+                Path(tmp) / f"{v}_{s}",
+                args.overrides + threads,
+                v == 0,
             )
             for v, (_, overrides) in enumerate(variants())
             for s in args.seeds
         }
         for v, (name, overrides) in enumerate(variants()):
             runs = [jobs[v, s].result() for s in args.seeds]
+            for run, first in zip(runs, (jobs[0, s].result() for s in args.seeds)):
+                run["before"] = first["before"]
             after = [r["after"] for r in runs]
             results.append(
                 {
