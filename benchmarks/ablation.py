@@ -104,12 +104,14 @@ def plot(results: list[dict], path: Path) -> None:
     names = [r["variant"] for r in results]
     means = [100 * r["after_mean"] for r in results]
     fig, ax = plt.subplots(figsize=(8, 3.5))
-    ax.barh(names[::-1], means[::-1], color="tab:blue")
+    ax.barh(names[::-1], means[::-1], color="tab:blue", alpha=0.6)
+    dots = [100 * x["after"] for r in results for x in r["runs"]]
     for r_i, r in enumerate(results[::-1]):
-        ax.plot([100 * x["after"] for x in r["runs"]], [r_i] * len(r["runs"]), "k.", ms=6)
-    ax.axvline(100 * results[0]["before_mean"], color="gray", ls="--", label="warm start")
-    ax.set_xlabel("held-out accuracy after training (%), bars = mean, dots = seeds")
-    ax.legend(loc="lower right")
+        ax.plot([100 * x["after"] for x in r["runs"]], [r_i] * len(r["runs"]), "k.", ms=7)
+    warm = 100 * results[0]["before_mean"]
+    ax.axvline(warm, color="gray", ls="--")
+    ax.set_xlim(min([*dots, warm]) - 3, max([*dots, warm]) + 3)
+    ax.set_xlabel(f"held-out avg@k after training (%); dots: seeds; dashed: warm start {warm:.1f}%")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
