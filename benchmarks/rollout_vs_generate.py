@@ -55,13 +55,9 @@ def tiny_qwen2(vocab: int = 384, seed: int = 0) -> torch.nn.Module:
         eos_token_id=2,
         pad_token_id=0,
     )
-    rng = torch.random.get_rng_state()
-    try:
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = Qwen2ForCausalLM(config)
-    finally:
-        torch.random.set_rng_state(rng)
-    return model
+        return Qwen2ForCausalLM(config)
 
 
 def build_models(names: list[str]) -> dict[str, torch.nn.Module]:

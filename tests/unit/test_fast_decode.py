@@ -35,15 +35,12 @@ def tok():
 
 def _seeded(cls, config, seed: int = 0) -> nn.Module:
     """A randomly initialised model in eval mode; biases (zero at init) get random values too."""
-    rng = torch.random.get_rng_state()
-    try:
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = cls(config)
         for name, p in model.named_parameters():
             if name.endswith(".bias"):
                 nn.init.normal_(p, std=0.2)
-    finally:
-        torch.random.set_rng_state(rng)
     return model.eval()
 
 
