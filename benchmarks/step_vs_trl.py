@@ -143,9 +143,8 @@ def build_tokenizer() -> Any:
     in byte-level form so that Qwen2Tokenizer, which transformers 5 uses for any qwen2 checkpoint,
     reloads it unchanged; ``<eos>`` takes the last id (the model's vocabulary stops before it)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
 
-    from dapo_rl.models.tiny import ALPHABET, BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, UNK_TOKEN
+    from dapo_rl.models.tiny import ALPHABET, BOS_TOKEN, EOS_TOKEN, PAD_TOKEN, UNK_TOKEN, fast_tokenizer
 
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
     vocab = {PAD_TOKEN: 0, BOS_TOKEN: 1, UNK_TOKEN: 2}
@@ -159,15 +158,7 @@ def build_tokenizer() -> Any:
     core.post_processor = processors.TemplateProcessing(
         single=f"{BOS_TOKEN} $A", special_tokens=[(BOS_TOKEN, vocab[BOS_TOKEN])]
     )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=core,
-        bos_token=BOS_TOKEN,
-        eos_token=EOS_TOKEN,
-        pad_token=PAD_TOKEN,
-        unk_token=UNK_TOKEN,
-        padding_side="left",
-        clean_up_tokenization_spaces=False,
-    )
+    return fast_tokenizer(core)
 
 
 def check_round_trip(model_dir: Path, texts: list[str]) -> str:

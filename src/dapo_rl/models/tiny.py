@@ -45,6 +45,21 @@ def _characters() -> list[str]:
     return seen
 
 
+def fast_tokenizer(core: Tokenizer, **kwargs: object) -> PreTrainedTokenizerFast:
+    """Wrap a ``tokenizers`` core that uses our special tokens as a transformers fast tokenizer
+    (left padding, no clean-up of spaces on decode); ``kwargs`` go to the constructor."""
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        bos_token=BOS_TOKEN,
+        eos_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        unk_token=UNK_TOKEN,
+        padding_side="left",
+        clean_up_tokenization_spaces=False,
+        **kwargs,
+    )
+
+
 def build_tokenizer(save_dir: str | Path | None = None) -> PreTrainedTokenizerFast:
     """Build the character-level fast tokenizer; save it to ``save_dir`` when given.
 
@@ -64,16 +79,7 @@ def build_tokenizer(save_dir: str | Path | None = None) -> PreTrainedTokenizerFa
         pair=f"{BOS_TOKEN} $A $B",
         special_tokens=[(BOS_TOKEN, vocab[BOS_TOKEN])],
     )
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core,
-        bos_token=BOS_TOKEN,
-        eos_token=EOS_TOKEN,
-        pad_token=PAD_TOKEN,
-        unk_token=UNK_TOKEN,
-        padding_side="left",
-        clean_up_tokenization_spaces=False,
-        model_max_length=512,
-    )
+    tokenizer = fast_tokenizer(core, model_max_length=512)
     if save_dir is not None:
         tokenizer.save_pretrained(str(save_dir))
     return tokenizer
