@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from dapo_rl.algorithm.logprobs import auto_chunk_tokens, logprobs_from_hidden, token_entropy, token_logprobs
+from dapo_rl.algorithm.logprobs import logprobs_from_hidden, token_entropy, token_logprobs
 
 
 @dataclass
@@ -209,9 +209,8 @@ class PolicyModule(torch.nn.Module):
             )
         else:  # generic fallback: full logits
             logits = self.module(input_ids=mb.input_ids, attention_mask=mb.attention_mask).logits[row, pos]
-            chunk = chunk_tokens or auto_chunk_tokens(logits.shape[-1])
-            lp = token_logprobs(logits, labels, temperature, chunk)
-            ent = token_entropy(logits, temperature, chunk) if with_entropy else None
+            lp = token_logprobs(logits, labels, temperature, chunk_tokens)
+            ent = token_entropy(logits, temperature, chunk_tokens) if with_entropy else None
         shape = mb.response_ids.shape
         logp = torch.zeros(shape, dtype=lp.dtype, device=lp.device).index_put((row, col), lp)
         entropy = None

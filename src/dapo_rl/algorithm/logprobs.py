@@ -37,11 +37,15 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def _check_options(temperature: float, chunk_tokens: int) -> None:
+def _check_options(temperature: float, chunk_tokens: int | None, vocab_size: int) -> int:
+    """Validate the options; returns the chunk length (``None``: :func:`auto_chunk_tokens`)."""
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+    if chunk_tokens is None:
+        return auto_chunk_tokens(vocab_size)
     if chunk_tokens < 1:
         raise ValueError(f"chunk_tokens must be >= 1, got {chunk_tokens}")
+    return chunk_tokens
 
 
 def _chunk_stats(x: Tensor, labels: Tensor | None, want_entropy: bool) -> tuple[Tensor | None, Tensor | None]:
@@ -170,7 +174,7 @@ def token_logprobs(
     logits: Tensor,
     labels: Tensor,
     temperature: float = 1.0,
-    chunk_tokens: int = 1024,
+    chunk_tokens: int | None = None,
 ) -> Tensor:
     """Log-probability of each label under ``softmax(logits / temperature)``, chunked.
 
@@ -180,12 +184,13 @@ def token_logprobs(
         labels: ``[..., T]`` token ids in ``[0, V)`` (pad positions must hold a valid id, e.g. the
             pad token; mask them later).
         temperature: sampling temperature, > 0.
-        chunk_tokens: tokens per chunk; the fp32 workspace is ``chunk_tokens x V``.
+        chunk_tokens: tokens per chunk; the fp32 workspace is ``chunk_tokens x V``. ``None``:
+            :func:`auto_chunk_tokens` of the vocabulary.
 
     Returns:
         ``[..., T]`` log-probs, float32 (float64 for float64 logits), differentiable w.r.t. logits.
     """
-    _check_options(temperature, chunk_tokens)
+    chunk_tokens = _check_options(temperature, chunk_tokens, logits.shape[-1])
     if logits.shape[:-1] != labels.shape:
         raise ValueError(
             f"labels {tuple(labels.shape)} must equal logits {tuple(logits.shape)} minus the vocab dim"
@@ -195,18 +200,18 @@ def token_logprobs(
     return logp.reshape(labels.shape)
 
 
-def token_entropy(logits: Tensor, temperature: float = 1.0, chunk_tokens: int = 1024) -> Tensor:
+def token_entropy(logits: Tensor, temperature: float = 1.0, chunk_tokens: int | None = None) -> Tensor:
     """Entropy of ``softmax(logits / temperature)`` per token, chunked.
 
     Args:
         logits: ``[..., T, V]`` (views such as ``logits[:, :-1]`` are not copied).
         temperature: > 0.
-        chunk_tokens: tokens per chunk.
+        chunk_tokens: tokens per chunk (``None``: :func:`auto_chunk_tokens` of the vocabulary).
 
     Returns:
         ``[..., T]`` entropies in nats, float32 (float64 for float64 logits), differentiable.
     """
-    _check_options(temperature, chunk_tokens)
+    chunk_tokens = _check_options(temperature, chunk_tokens, logits.shape[-1])
     rows = _as_rows(logits)
     _, ent = _ChunkedLogitsStats.apply(rows, None, float(temperature), chunk_tokens, True)
     return ent.reshape(logits.shape[:-1])
@@ -324,9 +329,6 @@ def logprobs_from_hidden(
         ``(logp[N], entropy[N] or None)``, float32 (float64 for float64 inputs); the matmul runs
         in the inputs' dtype, the softmax in fp32.
     """
-    if chunk_tokens is None:
-        chunk_tokens = auto_chunk_tokens(lm_head_weight.shape[0])
-    _check_options(temperature, chunk_tokens)
     if hidden.shape[:-1] != labels.shape:
         raise ValueError(
             f"labels {tuple(labels.shape)} must equal hidden {tuple(hidden.shape)} minus the last dim"
@@ -335,6 +337,7 @@ def logprobs_from_hidden(
         raise ValueError(
             f"lm_head_weight must be [V, H={hidden.shape[-1]}], got {tuple(lm_head_weight.shape)}"
         )
+    chunk_tokens = _check_options(temperature, chunk_tokens, lm_head_weight.shape[0])
     flat_h = hidden.reshape(-1, hidden.shape[-1])
     logp, ent = _ChunkedHeadStats.apply(
         flat_h,
