@@ -66,9 +66,8 @@ def worker(path: str, tokens: int, hidden: int, vocab: int, chunk: int, out: str
     torch.manual_seed(0)
     h, w, labels, adv, noise = _inputs(tokens, hidden, vocab, seed=0)
     with torch.no_grad():  # old log-probs: computed chunk-wise outside the measured region
-        from dapo_rl.algorithm.logprobs import auto_chunk_tokens, logprobs_from_hidden
+        from dapo_rl.algorithm.logprobs import logprobs_from_hidden
 
-        chunk = chunk or auto_chunk_tokens(vocab)
         old_logp = logprobs_from_hidden(h, w, labels, chunk_tokens=chunk)[0] + noise
     Path("/proc/self/clear_refs").write_text("5")
     before = _status_kib("VmRSS")
@@ -126,15 +125,15 @@ def main() -> None:
 
     import torch
 
+    from dapo_rl.algorithm.logprobs import auto_chunk_tokens
+
+    args.chunk = args.chunk or auto_chunk_tokens(args.vocab)  # resolved once, passed to both workers
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         naive, ours = run_path("naive", args, tmp), run_path("ours", args, tmp)
         gn, go = torch.load(tmp / "naive.json.pt"), torch.load(tmp / "ours.json.pt")
         max_dw = (gn["grad_w"] - go["grad_w"]).abs().max().item()
         max_dh = (gn["grad_h"] - go["grad_h"]).abs().max().item()
-    from dapo_rl.algorithm.logprobs import auto_chunk_tokens
-
-    args.chunk = args.chunk or auto_chunk_tokens(args.vocab)
     ratio = ours["peak_above_inputs_mib"] / naive["peak_above_inputs_mib"]
     logits_mib = args.tokens * args.vocab * 4 / MIB
     weight_mib = args.vocab * args.hidden * 4 / MIB
