@@ -9,8 +9,10 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from dapo_rl.data import synthetic
 from dapo_rl.models import sft
-from dapo_rl.models.sft import INFO_FILE, ensure_warm_model, run_sft
+from dapo_rl.models.sft import INFO_FILE, SFTConfig, ensure_warm_model, run_sft
+from dapo_rl.models.tiny import build_tokenizer
 
 pytestmark = pytest.mark.slow
 
@@ -22,7 +24,14 @@ def test_short_sft_writes_a_loadable_model(tmp_path: Path):
     info = run_sft(out, seed=0, **SHORT)
     assert info["steps"] == 12 and info["final_loss"] < info["initial_loss"]
     assert json.loads((out / INFO_FILE).read_text()) == json.loads(json.dumps(info))
-    for key in ("sampled_accuracy", "greedy_accuracy", "groups_mixed", "seconds", "task_version"):
+    for key in (
+        "sampled_accuracy",
+        "greedy_accuracy",
+        "groups_mixed",
+        "sampled_forgotten_carry_rate",
+        "seconds",
+        "task_version",
+    ):
         assert key in info
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temp dirs must be gone"
     model = AutoModelForCausalLM.from_pretrained(str(out))
@@ -69,3 +78,24 @@ def test_ensure_warm_model_at_an_explicit_directory(tmp_path: Path):
     assert (out / INFO_FILE).stat().st_mtime_ns == stamp
     ensure_warm_model(output_dir=out, steps=12, force=True, **kwargs)
     assert (out / INFO_FILE).stat().st_mtime_ns != stamp
+
+
+def test_sft_targets_are_the_fallible_teachers_and_reproducible():
+    tok = build_tokenizer()
+    rows = synthetic.make_rows(600, seed=0, split="train")
+
+    def responses(forget: float, seed: int) -> list[str]:
+        examples = sft._encode_examples(tok, rows, forget, seed)
+        return [tok.decode(ids[start:-1]) for ids, start in examples]
+
+    clean = responses(0.0, 0)
+    assert clean == [synthetic.format_solution(r) for r in rows]
+    taught = responses(0.4, 0)
+    assert taught == responses(0.4, 0) and taught != responses(0.4, 1)
+    carries = [synthetic.forgotten_carries(t) for t in taught]
+    rate = sum(f for _, f in carries) / sum(d for d, _ in carries)
+    assert abs(rate - 0.4) < 0.05
+    wrong = [synthetic.extract_answer(t) != int(r.answer) for t, r in zip(taught, rows)]
+    assert wrong == [f > 0 for _, f in carries] and 0.2 < sum(wrong) / len(rows) < 0.6
+    # the teacher's habit is part of the cached model's identity
+    assert SFTConfig(forget_carry=0.4).digest() != SFTConfig(forget_carry=0.0).digest()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import re
 
 import pytest
@@ -10,6 +11,7 @@ from dapo_rl.data.synthetic import (
     MAX_LEVEL,
     answer_of,
     extract_answer,
+    forgotten_carries,
     format_solution,
     make_rows,
     split_of,
@@ -51,6 +53,38 @@ def test_worked_example():
     row.prompt = "347*6="
     assert format_solution(row) == "\n7*6=42\n4*6+4=28\n3*6+2=20\nAnswer: 2082"
     assert answer_of("347*6=") == 2082
+
+
+def test_the_fallible_teacher_leaves_out_carries_and_follows_its_own_working():
+    row = make_rows(1, 0)[0]
+    row.prompt = "347+85="
+    always = random.Random(0)
+    # Every carry forgotten: 4+8=12 (not 13); the 12 as written carries 1, forgotten again: 3+0=3.
+    assert format_solution(row, 1.0, always) == "\n7+5=12\n4+8=12\n3+0=3\nAnswer: 322"
+    row.prompt = "347*6="
+    assert format_solution(row, 1.0, always) == "\n7*6=42\n4*6=24\n3*6=18\nAnswer: 1842"
+    row.prompt = "1000-999="
+    assert format_solution(row, 1.0, always) == "\n10-9=1\n10-9=1\n10-9=1\n1-0=1\nAnswer: 1111"
+    assert forgotten_carries("\n7+5=12\n4+8=12\n3+0+1=4\nAnswer: 422") == (2, 1)
+    assert forgotten_carries("\n7+5=12\n4+8+1=13\n3+0+1=4\nAnswer: 432") == (2, 0)
+    assert forgotten_carries("\n10-9=1\n10-9-1=0\n9-9=0\nAnswer: 1") == (2, 1)
+    assert forgotten_carries("\n7+5=12\ngarbage\n4+8=12") == (0, 0)
+
+
+def test_forget_rate_is_per_column_with_a_carry_and_every_forgotten_carry_is_wrong():
+    rng = random.Random(1)
+    due = forgotten = wrong = 0
+    for r in make_rows(2000, seed=3):
+        text = format_solution(r, 0.3, rng)
+        d, f = forgotten_carries(text)
+        due, forgotten = due + d, forgotten + f
+        assert (extract_answer(text) != int(r.answer)) == (f > 0)
+        wrong += f > 0
+        assert forgotten_carries(format_solution(r))[1] == 0
+    assert due > 2000 and abs(forgotten / due - 0.3) < 0.03
+    assert 0.15 < wrong / 2000 < 0.5
+    with pytest.raises(ValueError, match="forget_carry"):
+        format_solution(r, 1.5)
 
 
 def test_train_and_test_never_overlap():

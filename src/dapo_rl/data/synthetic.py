@@ -9,11 +9,17 @@ and ends with the answer line::
     347+85=            <- prompt
     7+5=12             <- response: ones column, carry 1
     4+8+1=13
-    3+1=4
+    3+0+1=4
     Answer: 432
 
 Subtraction lines borrow explicitly (``13-8-1=4``); multiplication lines add the carry
 (``4*6+4=28``). A response ends with the tokenizer's EOS token right after the answer line.
+
+``format_solution(row, forget_carry=p)`` writes a fallible teacher's solution instead: each carry
+coming into a column is left out with probability ``p`` (``4+8=12`` for ``4+8+1=13``), the working
+goes on from the line as written, and the answer line follows the working, so it is wrong. The
+embedded warm start imitates such a teacher; :func:`forgotten_carries` measures the habit in any
+response (columns with a carry due, and how many of them leave it out).
 
 Checking rule (the ``synthetic`` reward): the last line of the form ``Answer: N`` is the prediction,
 compared with the ground truth as an integer. :func:`extract_answer` implements exactly that.
@@ -28,7 +34,7 @@ from __future__ import annotations
 import hashlib
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Literal
 
 from dapo_rl.data.types import PromptRow
@@ -90,29 +96,43 @@ def _parse_problem(text: str) -> tuple[int, str, int]:
     return int(match.group(1)), match.group(2), int(match.group(3))
 
 
-def _solution_lines(a: int, op: str, b: int) -> list[str]:
-    """The column-wise worked solution, one line per digit of ``a``."""
+def _column(op: str, x: int, y: int, carry: int) -> tuple[str, int, int, int]:
+    """One column: its line's left side, the value written, the digit it contributes, the carry out."""
+    if op == "-":
+        borrow = 1 if x - y - carry < 0 else 0
+        top = x + 10 * borrow
+        head = f"{top}-{y}-{carry}" if carry else f"{top}-{y}"
+        value = top - y - carry
+        return head, value, value, borrow
+    value = x * y + carry if op == "*" else x + y + carry
+    head = f"{x}{op}{y}+{carry}" if carry else f"{x}{op}{y}"
+    return head, value, value % 10, value // 10
+
+
+def _solution_lines(
+    a: int, op: str, b: int, forget: Callable[[], bool] | None = None
+) -> tuple[list[str], int]:
+    """The column-wise worked solution (one line per digit of ``a``) and the answer it implies.
+
+    ``forget`` (optional) is asked at every column that has a carry (or borrow) coming in; when it
+    returns True the column is worked as if there were none, and the following columns and the
+    answer follow the line as written. Without ``forget`` the implied answer is the true one.
+    """
     da, db = _digits(a), _digits(b)
     lines: list[str] = []
+    digits: list[int] = []
     carry = 0
+    value = 0
     for i, x in enumerate(da):
-        if op == "*":
-            value = x * b + carry
-            lines.append(f"{x}*{b}+{carry}={value}" if carry else f"{x}*{b}={value}")
-            carry = value // 10
-        elif op == "+":
-            y = db[i] if i < len(db) else 0
-            value = x + y + carry
-            lines.append(f"{x}+{y}+{carry}={value}" if carry else f"{x}+{y}={value}")
-            carry = value // 10
-        else:
-            y = db[i] if i < len(db) else 0
-            borrow = 1 if x - y - carry < 0 else 0
-            top = x + 10 * borrow
-            value = top - y - carry
-            lines.append(f"{top}-{y}-{carry}={value}" if carry else f"{top}-{y}={value}")
-            carry = borrow
-    return lines
+        if carry and forget is not None and forget():
+            carry = 0
+        y = b if op == "*" else db[i] if i < len(db) else 0
+        head, value, digit, carry = _column(op, x, y, carry)
+        lines.append(f"{head}={value}")
+        digits.append(digit)
+    # The last line is written whole (its carry is the leading digit); the others give one digit each.
+    leading = str(value) if op != "-" else str(digits[-1])
+    return lines, int(leading + "".join(str(d) for d in reversed(digits[:-1])))
 
 
 def answer_of(problem: str) -> int:
@@ -121,16 +141,52 @@ def answer_of(problem: str) -> int:
     return a + b if op == "+" else a - b if op == "-" else a * b
 
 
-def format_solution(row: PromptRow) -> str:
+def format_solution(row: PromptRow, forget_carry: float = 0.0, rng: random.Random | None = None) -> str:
     """The reference response for ``row`` (the SFT target), without the EOS token.
 
     It starts with a newline (the prompt ends with ``=``) and ends with ``Answer: N``; append the
     tokenizer's EOS token id after it.
+
+    ``forget_carry`` > 0 writes the solution of a fallible teacher instead: at each column with a
+    carry or borrow coming in, with that probability (drawn from ``rng``), the carry is left out,
+    the working goes on from the line as written and the answer line follows the working (so it is
+    wrong). The embedded warm start imitates such a teacher (:mod:`dapo_rl.models.sft`).
     """
     if not isinstance(row.prompt, str):
         raise TypeError("synthetic rows have a plain-text prompt")
+    if not 0.0 <= forget_carry <= 1.0:
+        raise ValueError(f"forget_carry must be in [0, 1], got {forget_carry}")
     a, op, b = _parse_problem(row.prompt)
-    return "\n" + "\n".join([*_solution_lines(a, op, b), f"Answer: {answer_of(row.prompt)}"])
+    draw = rng if rng is not None else random.Random()
+
+    def forget() -> bool:
+        return draw.random() < forget_carry
+
+    lines, answer = _solution_lines(a, op, b, forget if forget_carry > 0.0 else None)
+    return "\n" + "\n".join([*lines, f"Answer: {answer}"])
+
+
+_LINE = re.compile(r"^(\d+)([+\-*])(\d+)(?:[+\-](\d+))?=(\d+)$")
+
+
+def forgotten_carries(text: str) -> tuple[int, int]:
+    """``(due, forgotten)``: in a response's column lines, how many columns had a carry (or borrow)
+    coming in from the line before, as written, and how many of those leave it out.
+
+    A response that stops following the column format stops being counted at that line.
+    """
+    due = forgotten = 0
+    carry = 0
+    for line in text.strip().splitlines():
+        match = _LINE.match(line.strip())
+        if match is None:
+            break
+        left, op, _, term, value = match.groups()
+        if carry:
+            due += 1
+            forgotten += term is None
+        carry = (int(left) >= 10) if op == "-" else int(value) // 10
+    return due, forgotten
 
 
 def extract_answer(text: str) -> int | None:
