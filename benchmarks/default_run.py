@@ -1,5 +1,7 @@
 """The embedded default run (`dapo train`, no arguments) over several seeds: held-out accuracy of the
-warm-started tiny model before and after DAPO, with wall time and tokens.
+warm-started tiny model before and after DAPO, with wall time and tokens, and the warm start's
+carry-forgetting habit before and after (the share of carried columns whose carry a sampled
+response leaves out, 200 held-out problems x 8 samples at T=1).
 
     .venv/bin/python benchmarks/default_run.py                 # seeds 0 1 2, each from an empty cache
     .venv/bin/python benchmarks/default_run.py --seeds 0 --steps 10
@@ -21,6 +23,17 @@ from pathlib import Path
 from _common import write_result
 
 
+def forgotten_carry_rate(model_dir: Path) -> float:
+    """The share of due carries that sampled held-out responses of the model leave out."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from dapo_rl.models.sft import evaluate_warm_model
+
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    return evaluate_warm_model(model, tokenizer)["sampled_forgotten_carry_rate"]
+
+
 def run_seed(seed: int, extra: list[str], run_root: Path, cold: bool) -> dict:
     """One `dapo train` in a subprocess; ``cold``: with an empty model cache, so the wall time
     includes the SFT warm start (what a first `make train` on a fresh machine pays)."""
@@ -34,6 +47,13 @@ def run_seed(seed: int, extra: list[str], run_root: Path, cold: bool) -> dict:
     subprocess.run(cmd, check=True, env=env)
     summary = json.loads((run_root / name / "summary.json").read_text())
     summary["wall_seconds"] = time.perf_counter() - start
+    if not any(o.startswith("model.path=") for o in extra):
+        from dapo_rl.models.sft import ensure_warm_model
+
+        warm = ensure_warm_model(cache_dir=run_root / f"cache{seed}" if cold else None, progress=False)
+        final = sorted((run_root / name / "checkpoints").glob("step_*"))[-1] / "model"
+        summary["forgotten_carry_before"] = forgotten_carry_rate(warm)
+        summary["forgotten_carry_after"] = forgotten_carry_rate(final)
     return summary
 
 
@@ -67,20 +87,28 @@ def main() -> None:
                     "wall_seconds": s["wall_seconds"],
                     "steps": s["steps"],
                     "tokens_generated": s["tokens_generated"],
+                    "forgotten_carry_before": s.get("forgotten_carry_before"),
+                    "forgotten_carry_after": s.get("forgotten_carry_after"),
                 }
             )
     mean_gain = sum(r["gain_points"] for r in rows) / len(rows)
     lines = [
         f"| seed | held-out before ({rows[0]['metric']}) | after | gain (points) | training (s) "
-        f"| whole command{'' if args.warm_cache else ', SFT included'} (s) | tokens generated |",
-        "|---|---|---|---|---|---|---|",
+        f"| whole command{'' if args.warm_cache else ', SFT included'} (s) | tokens generated "
+        "| carries left out, before -> after |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
+        habit = (
+            f"{100 * r['forgotten_carry_before']:.0f}% -> {100 * r['forgotten_carry_after']:.0f}%"
+            if r["forgotten_carry_before"] is not None
+            else "n/a"
+        )
         lines.append(
             f"| {r['seed']} | {100 * r['before']:.1f}% | {100 * r['after']:.1f}% | {r['gain_points']:+.1f} | "
-            f"{r['seconds']:.0f} | {r['wall_seconds']:.0f} | {r['tokens_generated']:,} |"
+            f"{r['seconds']:.0f} | {r['wall_seconds']:.0f} | {r['tokens_generated']:,} | {habit} |"
         )
-    lines.append(f"| **mean** | | | **{mean_gain:+.1f}** | | | |")
+    lines.append(f"| **mean** | | | **{mean_gain:+.1f}** | | | | |")
     table = "\n".join(lines)
     path = write_result(
         "default_run",
