@@ -17,7 +17,7 @@ gained only about 4 points in the same budget: what the tiny model still gets wr
 column facts it has not learned, which a 1-bit reward teaches slowly (benchmarks/README.md).
 
 Measured with the defaults (1600 steps of 32 problems, lr 2e-3, forget_carry 0.4, 0.86M
-parameters, seed 0; 1 thread): 312 s of training. On 200 held-out problems (levels 2-4): greedy
+parameters, seed 0) on 2 CPU cores: 195 s of training, 212 s in all. On 200 held-out problems (levels 2-4): greedy
 accuracy 0.72, sampled accuracy at temperature 1 0.47 (level 2: 0.62, 3: 0.44, 4: 0.34), carries
 left out in 38% of the columns that have one; of the 8 samples per problem, 56.5% of the groups are
 mixed, 19.5% all right, 24% all wrong. With forget_carry 0.5 the habit wins greedy decoding
