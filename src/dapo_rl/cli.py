@@ -6,7 +6,7 @@ dapo train --resume runs/NAME                # continue a killed run exactly
 torchrun --nproc_per_node 4 -m dapo_rl train ...          # data parallel (docs/distributed.md)
 dapo train --launcher ray --num-workers 4 ...  # data parallel on Ray Train workers
 dapo eval --model DIR --data FILE --reward math_dapo -k 32
-dapo sft                                     # (re)build the warm-started tiny model
+dapo sft [--forget-carry P] [--steps N]      # (re)build the warm-started tiny model
 dapo config show [--config X] [key=value ...]
 dapo plot runs/NAME                          # redraw the PNG plots of a run
 """
@@ -64,6 +64,14 @@ def build_parser() -> argparse.ArgumentParser:
     sft = sub.add_parser("sft", help="build the warm-started tiny model for the embedded default run")
     sft.add_argument("--output", default=None, help="model directory (default: the cache)")
     sft.add_argument("--force", action="store_true", help="retrain even if a cached model exists")
+    sft.add_argument(
+        "--forget-carry",
+        type=float,
+        default=None,
+        metavar="P",
+        help="the teacher leaves out a carry with probability P (default 0.4; 0: a faultless teacher)",
+    )
+    sft.add_argument("--steps", type=int, default=None, help="SFT steps (default 1600)")
 
     cfg = sub.add_parser("config", help="inspect configurations")
     cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION")
@@ -113,8 +121,23 @@ def _cmd_eval(args: argparse.Namespace) -> int:
 def _cmd_sft(args: argparse.Namespace) -> int:
     from dapo_rl.models.sft import ensure_warm_model
 
-    path = ensure_warm_model(output_dir=Path(args.output) if args.output else None, force=args.force)
+    recipe = {}
+    if args.forget_carry is not None:
+        if not 0.0 <= args.forget_carry <= 1.0:
+            print(f"dapo sft: --forget-carry must be in [0, 1], got {args.forget_carry}", file=sys.stderr)
+            return 2
+        recipe["forget_carry"] = args.forget_carry
+    if args.steps is not None:
+        if args.steps < 1:
+            print(f"dapo sft: --steps must be >= 1, got {args.steps}", file=sys.stderr)
+            return 2
+        recipe["steps"] = args.steps
+    path = ensure_warm_model(
+        output_dir=Path(args.output) if args.output else None, force=args.force, **recipe
+    )
     print(f"warm-started tiny model: {path}")
+    if recipe:
+        print(f"train on it with: dapo train model.path={path}")
     return 0
 
 

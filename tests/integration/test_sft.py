@@ -99,3 +99,32 @@ def test_sft_targets_are_the_fallible_teachers_and_reproducible():
     assert wrong == [f > 0 for _, f in carries] and 0.2 < sum(wrong) / len(rows) < 0.6
     # the teacher's habit is part of the cached model's identity
     assert SFTConfig(forget_carry=0.4).digest() != SFTConfig(forget_carry=0.0).digest()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--forget-carry", "1.5"], "--forget-carry must be in [0, 1], got 1.5"),
+        (["--steps", "0"], "--steps must be >= 1"),
+    ],
+)
+def test_sft_cli_rejects_a_bad_recipe_before_training(argv, message, tmp_path: Path, capsys):
+    from dapo_rl.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sft", "--output", str(tmp_path / "warm"), *argv])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "warm").exists()
+
+
+def test_sft_cli_recipe_reaches_the_model(tmp_path: Path, capsys):
+    from dapo_rl.cli import main
+
+    out = tmp_path / "warm"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["sft", "--output", str(out), "--forget-carry", "0", "--steps", "2"])
+    assert exit_info.value.code == 0
+    config = json.loads((out / INFO_FILE).read_text())["config"]
+    assert config["forget_carry"] == 0.0 and config["steps"] == 2
+    assert f"dapo train model.path={out}" in capsys.readouterr().out
