@@ -48,11 +48,13 @@ def run_seed(seed: int, extra: list[str], run_root: Path, cold: bool) -> dict:
     summary = json.loads((run_root / name / "summary.json").read_text())
     summary["wall_seconds"] = time.perf_counter() - start
     if not any(o.startswith("model.path=") for o in extra):
-        from dapo_rl.models.sft import ensure_warm_model
+        from dapo_rl.models.sft import ensure_warm_model, read_info
 
         warm = ensure_warm_model(cache_dir=run_root / f"cache{seed}" if cold else None, progress=False)
         final = sorted((run_root / name / "checkpoints").glob("step_*"))[-1] / "model"
-        summary["forgotten_carry_before"] = forgotten_carry_rate(warm)
+        # the SFT measured its model the same way when it built it (sft_info.json)
+        before = (read_info(warm) or {}).get("sampled_forgotten_carry_rate")
+        summary["forgotten_carry_before"] = before if before is not None else forgotten_carry_rate(warm)
         summary["forgotten_carry_after"] = forgotten_carry_rate(final)
     return summary
 

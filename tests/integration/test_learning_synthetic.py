@@ -30,8 +30,8 @@ def test_dapo_removes_the_imitated_habit_and_raises_accuracy(tmp_path: Path) -> 
 
     threads = torch.get_num_threads()
     warm = tmp_path / "warm"
-    run_sft(warm, steps=500, forget_carry=0.4, eval_problems=0, threads=2, progress=False)
-    before = _measure(warm)
+    # run_sft measures its model with evaluate_warm_model (the same problems and sampling seed)
+    before = run_sft(warm, steps=500, forget_carry=0.4, eval_problems=200, threads=2, progress=False)
     cfg = dapo_rl.load_config(
         None,
         [

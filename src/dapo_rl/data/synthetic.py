@@ -110,13 +110,13 @@ def _column(op: str, x: int, y: int, carry: int) -> tuple[str, int, int, int]:
 
 
 def _solution_lines(
-    a: int, op: str, b: int, forget: Callable[[], bool] | None = None
+    a: int, op: str, b: int, forget_carry: float = 0.0, draw: Callable[[], float] = random.random
 ) -> tuple[list[str], int]:
     """The column-wise worked solution (one line per digit of ``a``) and the answer it implies.
 
-    ``forget`` (optional) is asked at every column that has a carry (or borrow) coming in; when it
-    returns True the column is worked as if there were none, and the following columns and the
-    answer follow the line as written. Without ``forget`` the implied answer is the true one.
+    At every column that has a carry (or borrow) coming in, ``draw() < forget_carry`` leaves it out:
+    the column is worked as if there were none, and the following columns and the answer follow
+    the line as written. With ``forget_carry=0`` nothing is drawn and the answer is the true one.
     """
     da, db = _digits(a), _digits(b)
     lines: list[str] = []
@@ -124,15 +124,14 @@ def _solution_lines(
     carry = 0
     value = 0
     for i, x in enumerate(da):
-        if carry and forget is not None and forget():
+        if carry and forget_carry > 0.0 and draw() < forget_carry:
             carry = 0
         y = b if op == "*" else db[i] if i < len(db) else 0
         head, value, digit, carry = _column(op, x, y, carry)
         lines.append(f"{head}={value}")
         digits.append(digit)
     # The last line is written whole (its carry is the leading digit); the others give one digit each.
-    leading = str(value) if op != "-" else str(digits[-1])
-    return lines, int(leading + "".join(str(d) for d in reversed(digits[:-1])))
+    return lines, int(str(value) + "".join(str(d) for d in reversed(digits[:-1])))
 
 
 def answer_of(problem: str) -> int:
@@ -157,12 +156,7 @@ def format_solution(row: PromptRow, forget_carry: float = 0.0, rng: random.Rando
     if not 0.0 <= forget_carry <= 1.0:
         raise ValueError(f"forget_carry must be in [0, 1], got {forget_carry}")
     a, op, b = _parse_problem(row.prompt)
-    draw = rng if rng is not None else random.Random()
-
-    def forget() -> bool:
-        return draw.random() < forget_carry
-
-    lines, answer = _solution_lines(a, op, b, forget if forget_carry > 0.0 else None)
+    lines, answer = _solution_lines(a, op, b, forget_carry, rng.random if rng is not None else random.random)
     return "\n" + "\n".join([*lines, f"Answer: {answer}"])
 
 
