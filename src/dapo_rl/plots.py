@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dapo_rl import metric_names as M
+
 Series = tuple[list[float], list[float]]
 
 
@@ -24,6 +26,8 @@ class _Line:
     label: str
     style: str = "-"
     marker: str | None = None
+    band: bool = False
+    """Shade the 95% interval ``key_ci95_low`` .. ``key_ci95_high`` where it is logged."""
 
 
 @dataclass(frozen=True)
@@ -38,19 +42,36 @@ class _Figure:
     filename: str
     panels: tuple[_Panel, ...]
     stacked: bool = False
+    """Draw every ``perf/time_<stage>_s`` key found in the records as stacked areas (the panel's own
+    lines, e.g. the step total, are drawn on top as lines)."""
+
+
+def _eval_line(name: str, label: str) -> _Line:
+    return _Line(M.eval_key(name), label, style="--", marker="o", band=True)
 
 
 FIGURES: tuple[_Figure, ...] = (
     _Figure(
         "reward.png",
         (
-            _Panel("Reward", "reward", (_Line("reward/mean", "train reward (shaped)"),)),
+            _Panel("Reward", "reward", (_Line(M.REWARD_MEAN, "train reward (shaped)"),)),
             _Panel(
                 "Accuracy",
                 "accuracy",
+                (_Line(M.REWARD_ACC, "train accuracy"), _eval_line(M.AVG_AT_K, "eval avg@k (95% interval)")),
+            ),
+        ),
+    ),
+    _Figure(
+        "eval.png",
+        (
+            _Panel(
+                "Held-out evaluation (95% intervals)",
+                "accuracy",
                 (
-                    _Line("reward/acc", "train accuracy"),
-                    _Line("eval/avg_at_k", "eval avg@k", style="--", marker="o"),
+                    _eval_line(M.AVG_AT_K, "avg@k"),
+                    _eval_line(M.PASS_AT_K, "pass@k"),
+                    _eval_line(M.MAJ_AT_K, "maj@k"),
                 ),
             ),
         ),
@@ -59,9 +80,9 @@ FIGURES: tuple[_Figure, ...] = (
         "length.png",
         (
             _Panel(
-                "Response length", "tokens", (_Line("rollout/response_len_mean", "mean response length"),)
+                "Response length", "tokens", (_Line(M.ROLLOUT_RESPONSE_LEN_MEAN, "mean response length"),)
             ),
-            _Panel("Truncation", "fraction", (_Line("rollout/truncated_frac", "truncated (no EOS at cap)"),)),
+            _Panel("Truncation", "fraction", (_Line(M.ROLLOUT_TRUNCATED_FRAC, "truncated (no EOS at cap)"),)),
         ),
     ),
     _Figure(
@@ -71,41 +92,55 @@ FIGURES: tuple[_Figure, ...] = (
                 "Clip fractions",
                 "fraction of tokens",
                 (
-                    _Line("loss/clip_frac", "clipped"),
-                    _Line("loss/clip_frac_low", "clipped low (A < 0)"),
-                    _Line("loss/clip_frac_high", "clipped high (A > 0)"),
+                    _Line(M.LOSS_CLIP_FRAC, "clipped"),
+                    _Line(M.LOSS_CLIP_LOW_FRAC, "clipped low (A < 0)"),
+                    _Line(M.LOSS_CLIP_HIGH_FRAC, "clipped high (A > 0)"),
                 ),
             ),
         ),
     ),
-    _Figure("entropy.png", (_Panel("Policy entropy", "nats / token", (_Line("loss/entropy", "entropy"),)),)),
+    _Figure("entropy.png", (_Panel("Policy entropy", "nats / token", (_Line(M.LOSS_ENTROPY, "entropy"),)),)),
     _Figure(
         "dynamic_sampling.png",
         (
             _Panel(
                 "Dynamic sampling keep rate",
                 "fraction of groups",
-                (_Line("sampling/keep_rate", "keep rate"),),
+                (_Line(M.SAMPLING_KEEP_RATE, "keep rate"),),
             ),
-            _Panel("Generation rounds", "rounds per step", (_Line("sampling/rounds", "rounds"),)),
+            _Panel("Generation rounds", "rounds per step", (_Line(M.SAMPLING_ROUNDS, "rounds"),)),
         ),
     ),
     _Figure(
         "time.png",
         (
             _Panel(
-                "Time per stage",
-                "seconds per step",
-                (
-                    _Line("perf/time_rollout_s", "rollout"),
-                    _Line("perf/time_reward_s", "reward"),
-                    _Line("perf/time_update_s", "update"),
-                ),
+                "Time per stage", "seconds per step", (_Line(M.PERF_TIME_STEP, "whole step", style="k--"),)
             ),
         ),
         stacked=True,
     ),
 )
+
+
+def plotted_keys(records: list[dict[str, Any]] | None = None) -> set[str]:
+    """Every metric key a figure reads: the fixed lines and their interval bounds, plus (given the
+    records) the stage-time keys the time figure would stack."""
+    keys = set()
+    for fig in FIGURES:
+        for panel in fig.panels:
+            for line in panel.lines:
+                keys.add(line.key)
+                if line.band:
+                    keys |= {M.ci95_low(line.key), M.ci95_high(line.key)}
+    return keys | set(_stage_keys(records or []))
+
+
+def _stage_keys(records: list[dict[str, Any]]) -> list[str]:
+    """The ``perf/time_<stage>_s`` keys in the records: known stages in loop order, then others."""
+    found = {k for rec in records for k in rec if M.stage_of(k) is not None}
+    known = [M.perf_time(s) for s in M.STAGES if M.perf_time(s) in found]
+    return known + sorted(found - set(known))
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -159,34 +194,68 @@ def _draw_stacked(ax: Any, data: list[tuple[_Line, Series]]) -> None:
     ax.stackplot(steps, *stacks, labels=[line.label for line, _ in data], alpha=0.8)
 
 
-def _draw_figure(fig_spec: _Figure, records: list[dict[str, Any]], out_path: Path) -> bool:
+def _draw_line(ax: Any, line: _Line, series: Series, records: list[dict[str, Any]]) -> None:
+    xs, ys = series
+    (drawn,) = ax.plot(xs, ys, line.style, marker=line.marker, label=line.label)
+    if not line.band:
+        return
+    lo, hi = _series(records, M.ci95_low(line.key)), _series(records, M.ci95_high(line.key))
+    bounds = {x: [y] for x, y in zip(*lo)}
+    for x, y in zip(*hi):
+        bounds.get(x, []).append(y)
+    steps = [x for x in xs if len(bounds.get(x, [])) == 2]
+    if steps:
+        ax.fill_between(
+            steps,
+            [bounds[x][0] for x in steps],
+            [bounds[x][1] for x in steps],
+            color=drawn.get_color(),
+            alpha=0.2,
+        )
+        if len(steps) == 1:  # a single evaluation: an error bar, since a band of one point is invisible
+            x = steps[0]
+            y = dict(zip(xs, ys))[x]
+            ax.errorbar(
+                [x], [y], yerr=[[y - bounds[x][0]], [bounds[x][1] - y]], color=drawn.get_color(), capsize=4
+            )
+
+
+def _panel_data(
+    fig_spec: _Figure, panel: _Panel, records: list[dict[str, Any]]
+) -> list[tuple[_Line, Series]]:
+    lines = list(panel.lines)
+    if fig_spec.stacked:
+        lines = [_Line(k, M.stage_of(k) or k) for k in _stage_keys(records)] + lines
+    data = [(line, _series(records, line.key)) for line in lines]
+    return [(line, s) for line, s in data if s[0]]
+
+
+def _draw_figure(fig_spec: _Figure, records: list[dict[str, Any]], out_path: Path, title: str = "") -> bool:
     """Draw one figure; return False (and write nothing) when none of its panels has data."""
-    import matplotlib
+    import matplotlib  # heavy optional dependency: only when plotting
 
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    panels = []
-    for panel in fig_spec.panels:
-        data = [(line, _series(records, line.key)) for line in panel.lines]
-        data = [(line, s) for line, s in data if s[0]]
-        if data:
-            panels.append((panel, data))
+    panels = [(panel, data) for panel in fig_spec.panels if (data := _panel_data(fig_spec, panel, records))]
     if not panels:
         return False
-    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.4), squeeze=False)
     try:
         for ax, (panel, data) in zip(axes[0], panels):
-            if fig_spec.stacked:
-                _draw_stacked(ax, data)
-            else:
-                for line, (xs, ys) in data:
-                    ax.plot(xs, ys, line.style, marker=line.marker, label=line.label)
+            stages = [(line, s) for line, s in data if fig_spec.stacked and line not in panel.lines]
+            if stages:
+                _draw_stacked(ax, stages)
+            for line, series in data:
+                if (line, series) not in stages:
+                    _draw_line(ax, line, series, records)
             ax.set_title(panel.title)
             ax.set_xlabel("step")
             ax.set_ylabel(panel.ylabel)
             ax.grid(alpha=0.3)
             ax.legend(loc="best", fontsize="small")
+        if title:
+            fig.suptitle(title)
         fig.tight_layout()
         fig.savefig(out_path, dpi=100)
     finally:
@@ -197,8 +266,10 @@ def _draw_figure(fig_spec: _Figure, records: list[dict[str, Any]], out_path: Pat
 def plot_run(run_dir: Path) -> list[Path]:
     """Write the PNG plots of ``run_dir/metrics.jsonl`` into ``run_dir/plots/``; return their paths.
 
-    Figures: reward and accuracy (with eval avg@k points), response length and truncation rate, clip
-    fractions, entropy, dynamic-sampling keep rate and rounds, stacked time per stage. Panels without
+    Figures (each titled with the run directory's name): reward and accuracy (with eval avg@k points
+    and their 95% interval band), held-out avg@k / pass@k / maj@k with bands, response length and
+    truncation rate, clip fractions, entropy, dynamic-sampling keep rate and rounds, and the time of
+    every timed stage (``perf/time_<stage>_s``) stacked under the whole step's time. Panels without
     data are skipped. Raises ``FileNotFoundError`` naming the file when ``metrics.jsonl`` is missing.
     """
     run_dir = Path(run_dir)
@@ -208,9 +279,10 @@ def plot_run(run_dir: Path) -> list[Path]:
     records = read_metrics(metrics_path)
     out_dir = run_dir / "plots"
     out_dir.mkdir(parents=True, exist_ok=True)
+    title = run_dir.resolve().name
     written = []
     for spec in FIGURES:
         path = out_dir / spec.filename
-        if _draw_figure(spec, records, path):
+        if _draw_figure(spec, records, path, title):
             written.append(path)
     return written
