@@ -15,6 +15,15 @@ With torch.distributed running (torchrun, Ray), every rank takes part:
 
 A distributed checkpoint resumes at the same world size. The run directory must be on a file
 system that every node sees.
+
+Checkpoints verify themselves: ``MANIFEST.json`` records the size and sha256 of every file, written
+(with every file fsynced) before the ``COMPLETE`` marker and the rename. On resume
+:func:`resume_checkpoint` takes the newest checkpoint that verifies and names each newer one it
+skipped and why. A checkpoint whose weights are not finite is never written
+(:class:`~dapo_rl.errors.DivergedError`), and a failed write (disk full, permissions) is a
+:class:`~dapo_rl.errors.StorageError` naming the path that leaves no ``step_N.tmp`` behind. Old
+checkpoints are renamed to ``step_N.trash`` before they are deleted, so a kill during the deletion
+never leaves a directory that looks complete.
 """
 
 from __future__ import annotations
@@ -28,10 +37,21 @@ import numpy as np
 import torch
 
 from dapo_rl.distributed import DistContext, is_sharded
+from dapo_rl.errors import CheckpointError, DivergedError, StorageError
+from dapo_rl.storage import (
+    MANIFEST_FILE,
+    atomic_write_text,
+    fsync_dir,
+    safetensors_problem,
+    storage_error,
+    verify_manifest,
+    write_manifest,
+)
 
 STATE_FILE = "trainer_state.pt"
 DONE_FILE = "COMPLETE"
 SHARDED_DIR = "sharded"
+TRASH_SUFFIX = ".trash"
 
 
 def rng_state() -> dict[str, Any]:
@@ -75,33 +95,87 @@ def save_checkpoint(
     ranks run: every rank must call it.
     """
     ctx = ctx or DistContext()
+    bad = nonfinite_parameters(policy)
+    if ctx.any(bool(bad)):
+        raise DivergedError(
+            f"not writing the checkpoint of step {step}: the weights are not finite "
+            f"({', '.join(bad[:3]) or 'on another rank'}...). The run diverged, most likely because "
+            "optim.lr is too high (or the data holds a broken row); the earlier checkpoints are kept"
+        )
     final = checkpoint_dir(run_dir, step)
     tmp = final.with_name(final.name + ".tmp")
-    if ctx.is_main:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    ctx.barrier()
-    export_model(tmp / "model", policy, tokenizer, ctx)
+    main = ctx.is_main
+    _guarded(ctx, tmp, (lambda: _fresh_dir(tmp)) if main else None)
+    _guarded(ctx, tmp, lambda: export_model(tmp / "model", policy, tokenizer, ctx))
     state = {**shared, **local, "rng": rng_state(), "step": step}
     if ctx.group:
-        _sharded(policy, optimizer, tmp / SHARDED_DIR, save=True)
+        _guarded(ctx, tmp, lambda: _sharded(policy, optimizer, tmp / SHARDED_DIR, save=True))
         state["world_size"] = ctx.world_size
     else:
         state["optimizer"] = optimizer.state_dict()
-    if ctx.is_main:
-        torch.save(state, tmp / STATE_FILE)
-    else:
-        torch.save({**local, "rng": state["rng"]}, tmp / rank_state_file(ctx.rank))
-    ctx.barrier()
-    if ctx.is_main:
-        (tmp / DONE_FILE).write_text(str(step))
-        if final.exists():
-            shutil.rmtree(final)
-        tmp.rename(final)
+    own = state if main else {**local, "rng": state["rng"]}
+    _guarded(ctx, tmp, lambda: torch.save(own, tmp / (STATE_FILE if main else rank_state_file(ctx.rank))))
+    _guarded(ctx, tmp, (lambda: _seal(tmp, final, step)) if main else None)
+    if main:
         for old in list_checkpoints(run_dir)[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+            _remove(old)
+        for junk in final.parent.glob(f"step_*{TRASH_SUFFIX}"):  # left by a run killed while pruning
+            shutil.rmtree(junk, ignore_errors=True)
     ctx.barrier()
     return final
+
+
+def nonfinite_parameters(policy: torch.nn.Module) -> list[str]:
+    """Names of this rank's parameters holding a NaN or an infinity (their local shards)."""
+    bad = []
+    for name, param in policy.named_parameters():
+        data = param.detach()
+        data = data.to_local() if hasattr(data, "to_local") else data  # an FSDP2 shard (DTensor)
+        if data.numel() and not bool(torch.isfinite(data).all()):
+            bad.append(name)
+    return bad
+
+
+def _guarded(ctx: DistContext, tmp: Path, write: Any) -> None:
+    """Run one write of the checkpoint (``None``: nothing to write on this rank, but take part);
+    when it fails on any rank, every rank raises a :class:`StorageError` naming the path (rank 0
+    removes the temporary directory first). Collective: every rank calls it alike."""
+    error = None
+    try:
+        if write is not None:
+            write()
+    except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
+        error = exc
+    if ctx.any(error is not None):
+        if ctx.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if error is not None:
+            raise storage_error("the checkpoint", tmp.with_suffix(""), error) from error
+        raise StorageError(f"could not write the checkpoint {tmp.with_suffix('')}: another rank failed")
+
+
+def _fresh_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+
+
+def _seal(tmp: Path, final: Path, step: int) -> None:
+    """Manifest (every file fsynced), COMPLETE marker, then the rename that makes it visible."""
+    write_manifest(tmp, {"step": step})
+    atomic_write_text(tmp / DONE_FILE, str(step))
+    if final.exists():  # a checkpoint of the same step from an earlier attempt
+        _remove(final)
+    tmp.rename(final)
+    fsync_dir(final.parent)
+
+
+def _remove(path: Path) -> None:
+    """Delete a checkpoint: renamed first (atomic), so it never looks complete while half deleted."""
+    trash = path.with_name(path.name + TRASH_SUFFIX)
+    shutil.rmtree(trash, ignore_errors=True)
+    path.rename(trash)
+    fsync_dir(path.parent)
+    shutil.rmtree(trash, ignore_errors=True)
 
 
 def export_model(directory: Path, policy: torch.nn.Module, tokenizer: Any, ctx: DistContext) -> None:
@@ -163,19 +237,67 @@ def load_checkpoint(
 
 
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (temporary and incomplete directories are ignored)."""
+    """Checkpoints marked complete, oldest first (temporary and trashed directories are ignored)."""
     root = run_dir / "checkpoints"
     if not root.is_dir():
         return []
-    done = [p for p in root.glob("step_*") if p.is_dir() and (p / DONE_FILE).exists() and p.suffix != ".tmp"]
+    done = [p for p in root.glob("step_*") if p.is_dir() and "." not in p.name and (p / DONE_FILE).exists()]
     return sorted(done, key=lambda p: int(p.name.split("_")[1]))
 
 
-def latest_checkpoint(run_dir: Path) -> Path:
+def checkpoint_problem(ckpt: Path) -> str | None:
+    """None when ``ckpt`` can be resumed from; otherwise why not, in words. A checkpoint with a
+    manifest must match it file by file; one written before manifests existed must at least hold
+    its trainer state and readable safetensors files."""
+    if not (ckpt / DONE_FILE).exists():
+        return f"no {DONE_FILE} marker (the write did not finish)"
+    if (ckpt / MANIFEST_FILE).exists():
+        return verify_manifest(ckpt)
+    if not (ckpt / STATE_FILE).is_file():
+        return f"{STATE_FILE} is missing"
+    for path in sorted((ckpt / "model").glob("*.safetensors")):
+        problem = safetensors_problem(path)
+        if problem:
+            return f"{path.relative_to(ckpt)}: {problem}"
+    return None
+
+
+def resume_checkpoint(run_dir: Path, ctx: DistContext | None = None, report: Any = print) -> Path:
+    """The newest checkpoint of ``run_dir`` that verifies; each newer one skipped is reported
+    (``report(message)``) with its reason. Raises :class:`CheckpointError` when none verifies. With
+    several ranks, rank 0 checks the files and every rank gets its answer."""
+    ctx = ctx or DistContext()
+    found: tuple[str | None, str | None] = (None, None)
+    if ctx.is_main:
+        found = _newest_valid(run_dir, report)
+    path, error = ctx.broadcast_object(found)
+    if error is not None:
+        raise CheckpointError(error)
+    return Path(path)
+
+
+def _newest_valid(run_dir: Path, report: Any) -> tuple[str | None, str | None]:
     ckpts = list_checkpoints(run_dir)
     if not ckpts:
-        raise FileNotFoundError(f"no complete checkpoint under {run_dir / 'checkpoints'} to resume from")
-    return ckpts[-1]
+        return None, f"no complete checkpoint under {run_dir / 'checkpoints'} to resume from"
+    skipped = []
+    for path in reversed(ckpts):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            for name, why in skipped:
+                report(f"skipping checkpoint {name}: {why}; resuming from {path.name} instead")
+            return str(path), None
+        skipped.append((path.name, problem))
+    listed = "; ".join(f"{name}: {why}" for name, why in skipped)
+    return None, (
+        f"no checkpoint of {run_dir} verifies ({listed}). Start a new run, or restore the "
+        "checkpoints directory from a backup"
+    )
+
+
+def latest_checkpoint(run_dir: Path) -> Path:
+    """The newest checkpoint that verifies (see :func:`resume_checkpoint`; reports go to stdout)."""
+    return resume_checkpoint(run_dir)
 
 
 def load_state(ckpt: Path) -> dict[str, Any]:

@@ -9,8 +9,24 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from dapo_rl.storage import atomic_write_lines
+
+
+def _lines_up_to(path: Path, step: int) -> Iterator[str]:
+    """The lines of ``path`` whose step is at most ``step``, read lazily (the file may be large);
+    stops at a half-written line left by a killed run."""
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            try:
+                if json.loads(line).get("step", 0) > step:
+                    continue
+            except json.JSONDecodeError:
+                return
+            yield line if line.endswith("\n") else line + "\n"
 
 
 def _clean(value: Any) -> Any:
@@ -56,17 +72,12 @@ class MetricsLogger:
             self._wandb = wandb_mod.init(project=wandb_project, config=config, dir=str(run_dir))
 
     def truncate_after(self, step: int) -> None:
-        """Drop lines logged after ``step`` (used on resume so the file has no duplicate steps)."""
+        """Drop lines logged after ``step`` (used on resume so the file has no duplicate steps).
+        The file is rewritten atomically (temp + fsync + rename): a kill during the rewrite leaves
+        the old file whole, never an empty or half-written one."""
         if not self.enabled or not self.path.exists():
             return
-        kept = []
-        for line in self.path.read_text().splitlines():
-            try:
-                if json.loads(line).get("step", 0) <= step:
-                    kept.append(line)
-            except json.JSONDecodeError:
-                break  # a half-written last line from a killed run
-        self.path.write_text("".join(f"{line}\n" for line in kept))
+        atomic_write_lines(self.path, _lines_up_to(self.path, step))
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
         if not self.enabled:
