@@ -21,6 +21,10 @@ Values are canonicalised so that every reward function sees a plain string:
 top-level key, the answer column). ``uid`` is ``"<file name>:<row index>"``, the 0-based index of the
 record in the file (for .jsonl: among the non-blank lines), stable whether or not malformed rows
 are skipped.
+
+Bytes that are not UTF-8 make their row malformed (the message names the file, the row and the
+byte), so ``on_malformed="skip"`` drops such rows like any other; :func:`read_files` reports how
+many rows of each file were skipped. A file with no usable row is an error.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dapo_rl.data.types import PromptRow
+from dapo_rl.errors import DataError
 
 PROMPT_KEYS: tuple[str, ...] = ("question", "problem", "prompt")
 ANSWER_KEYS: tuple[str, ...] = ("answer", "ground_truth", "reward_model.ground_truth")
@@ -42,7 +47,7 @@ _GROUPED_NUMBER = re.compile(r"-?\d{1,3}(,\d{3})+(\.\d+)?")
 _MISSING = object()
 
 
-class MalformedRowError(ValueError):
+class MalformedRowError(DataError):
     """A row that cannot become a PromptRow (the message names the file, the row and the problem)."""
 
 
@@ -58,18 +63,19 @@ def read_rows(
         path: the file.
         prompt_key: the prompt column (dotted path allowed); None detects it (see module docstring).
         answer_key: the answer column (dotted path allowed); None detects it.
-        on_malformed: ``"error"`` raises ``ValueError`` naming the file, the row and the problem at
+        on_malformed: ``"error"`` raises ``DataError`` naming the file, the row and the problem at
             the first malformed row (missing key, wrong type, bad JSON line); ``"skip"`` drops such
             rows and counts them.
 
     Returns:
         ``(rows, stats)`` with ``stats = {"rows": kept, "skipped_malformed": skipped,
-        "prompt_key": ..., "answer_key": ...}``.
+        "prompt_key": ..., "answer_key": ...}``, plus ``"first_skipped"`` (where and why) when a
+        row was skipped.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: an unsupported extension, undetectable columns, or a malformed row in
-            ``"error"`` mode.
+        DataError (a ValueError): an unsupported extension, undetectable columns, a malformed row
+            in ``"error"`` mode, or no usable row at all.
     """
     if on_malformed not in ("error", "skip"):
         raise ValueError(f"on_malformed must be 'error' or 'skip', got {on_malformed!r}")
@@ -77,7 +83,7 @@ def read_rows(
     if not path.is_file():
         raise FileNotFoundError(f"dataset file not found: {path}")
     rows: list[PromptRow] = []
-    skipped = 0
+    skipped, first_skipped = 0, None
     keys: tuple[str, str] | None = None
     for index, line_note, record in _iter_records(path):
         try:
@@ -92,16 +98,44 @@ def read_rows(
                 )
             rows.append(_to_row(record, keys[0], keys[1], f"{path.name}:{index}"))
         except MalformedRowError as exc:
+            where = f"{path}: row {index}{line_note}: {exc}"
             if on_malformed == "error":
-                raise ValueError(f"{path}: row {index}{line_note}: {exc}") from None
+                raise DataError(where + " (or set data.on_malformed=skip to drop such rows)") from None
             skipped += 1
+            first_skipped = first_skipped or where
+    if not rows:
+        why = f"all {skipped} row(s) are malformed, e.g. {first_skipped}" if skipped else "it is empty"
+        raise DataError(f"{path} holds no usable row: {why}")
     stats: dict[str, Any] = {
         "rows": len(rows),
         "skipped_malformed": skipped,
         "prompt_key": keys[0] if keys else prompt_key,
         "answer_key": keys[1] if keys else answer_key,
     }
+    if first_skipped:
+        stats["first_skipped"] = first_skipped
     return rows, stats
+
+
+def read_files(
+    paths: list[str] | list[Path],
+    prompt_key: str | None = None,
+    answer_key: str | None = None,
+    on_malformed: Literal["error", "skip"] = "error",
+    report: Any = print,
+) -> list[PromptRow]:
+    """The rows of every file in order (see :func:`read_rows`); each file's skipped rows are
+    reported with ``report(message)``, naming the first one and why it was skipped."""
+    rows: list[PromptRow] = []
+    for path in paths:
+        got, stats = read_rows(path, prompt_key, answer_key, on_malformed)
+        if stats["skipped_malformed"]:
+            report(
+                f"skipped {stats['skipped_malformed']} malformed row(s) of {path} "
+                f"(data.on_malformed=skip), kept {stats['rows']}; first: {stats['first_skipped']}"
+            )
+        rows += got
+    return rows
 
 
 # ------------------------------------------------------------------------------------ file formats
@@ -115,34 +149,61 @@ def _iter_records(path: Path) -> Iterator[tuple[int, str, Any]]:
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         index = 0
-        with path.open(encoding="utf-8") as handle:
-            for line_no, line in enumerate(handle, start=1):
-                if not line.strip():
+        with path.open("rb") as handle:
+            for line_no, raw in enumerate(handle, start=1):
+                if not raw.strip():
                     continue
-                try:
-                    record: Any = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    record = _BadRecord(f"invalid JSON ({exc.msg} at column {exc.colno})")
-                yield index, f" (line {line_no})", record
+                yield index, f" (line {line_no})", _json_line(raw)
                 index += 1
     elif suffix == ".json":
+        # undecodable bytes become lone surrogates, so one bad string spoils only its own record
+        text = path.read_bytes().decode("utf-8", errors="surrogateescape")
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
+            raise DataError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno})") from None
         if not isinstance(data, list):
-            raise ValueError(
-                f"{path}: a .json dataset must hold a list of objects, got {type(data).__name__}"
-            )
+            raise DataError(f"{path}: a .json dataset must hold a list of objects, got {type(data).__name__}")
         for index, record in enumerate(data):
-            yield index, "", record
+            bad = _undecodable(record)
+            yield index, "", _BadRecord(f"not valid UTF-8 (byte 0x{bad:02x})") if bad is not None else record
     elif suffix == ".parquet":
         import pyarrow.parquet as pq  # deferred: only parquet readers pay for it
 
         for index, record in enumerate(pq.read_table(path).to_pylist()):
             yield index, "", record
     else:
-        raise ValueError(f"{path}: unsupported dataset format {suffix!r} (use .jsonl, .json or .parquet)")
+        raise DataError(f"{path}: unsupported dataset format {suffix!r} (use .jsonl, .json or .parquet)")
+
+
+def _json_line(raw: bytes) -> Any:
+    """One .jsonl record, or a _BadRecord saying which byte is not UTF-8 / what is not JSON."""
+    try:
+        line = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return _BadRecord(
+            f"not valid UTF-8 (byte 0x{raw[exc.start]:02x} at byte {exc.start + 1} of the line)"
+        )
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as exc:
+        return _BadRecord(f"invalid JSON ({exc.msg} at column {exc.colno})")
+
+
+def _undecodable(value: Any) -> int | None:
+    """The first byte that was not UTF-8 in a record decoded with ``surrogateescape``, else None."""
+    if isinstance(value, str):
+        for ch in value:
+            if 0xDC80 <= ord(ch) <= 0xDCFF:
+                return ord(ch) - 0xDC00
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        bad = _undecodable(key) if isinstance(key, str) else None
+        bad = bad if bad is not None else _undecodable(item)
+        if bad is not None:
+            return bad
+    return None
 
 
 # ---------------------------------------------------------------------------------- field handling
@@ -162,7 +223,7 @@ def _detect(record: dict[str, Any], candidates: tuple[str, ...], what: str, path
     for key in candidates:
         if _lookup(record, key) is not _MISSING:
             return key
-    raise ValueError(
+    raise DataError(
         f"{path}: cannot find the {what} column (tried {', '.join(candidates)}); the first row has "
         f"keys {sorted(record)}. Name it with {what}_key=..."
     )
