@@ -12,6 +12,8 @@ name                      rule                                                  
 ``gsm8k``                 final number (or the number on the last ``Answer:``/``####``      1 / 0
                           line) equals the number after ``####``
 ``synthetic``             last ``Answer: N`` line equals the integer ground truth           +1 / -1
+``countdown``             the last ``<answer>`` equation uses each given number once and   1 / 0.1 / 0
+                          equals the target (TinyZero); 0.1 for a well-formed wrong one
 ========================  ===============================================================  ==========
 
 Run them through :class:`RewardRunner`, which adds timeouts, EOS stripping and failure metrics.
@@ -23,6 +25,7 @@ from collections.abc import Callable
 
 from dapo_rl.registry import Registry
 from dapo_rl.rewards.base import RewardResult
+from dapo_rl.rewards.countdown import countdown_reward
 from dapo_rl.rewards.gsm8k import gsm8k_reward
 from dapo_rl.rewards.math_dapo import math_dapo_reward, normalize_final_answer
 from dapo_rl.rewards.math_verify_reward import math_verify_reward
@@ -37,6 +40,7 @@ REWARDS.register("math_dapo", math_dapo_reward)
 REWARDS.register("math_verify", math_verify_reward)
 REWARDS.register("gsm8k", gsm8k_reward)
 REWARDS.register("synthetic", synthetic_reward)
+REWARDS.register("countdown", countdown_reward)
 
 __all__ = [
     "REWARDS",
@@ -44,6 +48,7 @@ __all__ = [
     "RewardResult",
     "RewardRunner",
     "RewardTraits",
+    "countdown_reward",
     "get_traits",
     "gsm8k_reward",
     "math_dapo_reward",
