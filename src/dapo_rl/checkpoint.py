@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from dapo_rl.collapse import nonfinite_parameters
 from dapo_rl.distributed import DistContext, is_sharded
 from dapo_rl.errors import CheckpointError, DivergedError, StorageError
 from dapo_rl.storage import (
@@ -123,17 +124,6 @@ def save_checkpoint(
             shutil.rmtree(junk, ignore_errors=True)
     ctx.barrier()
     return final
-
-
-def nonfinite_parameters(policy: torch.nn.Module) -> list[str]:
-    """Names of this rank's parameters holding a NaN or an infinity (their local shards)."""
-    bad = []
-    for name, param in policy.named_parameters():
-        data = param.detach()
-        data = data.to_local() if hasattr(data, "to_local") else data  # an FSDP2 shard (DTensor)
-        if data.numel() and not bool(torch.isfinite(data).all()):
-            bad.append(name)
-    return bad
 
 
 def _guarded(ctx: DistContext, tmp: Path, write: Any) -> None:
