@@ -15,6 +15,7 @@ with less data runs zero-weight :func:`padding_sample` micro-batches.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -186,12 +187,22 @@ class PolicyModule(torch.nn.Module):
     parameters (embeddings, final norm, LM head) before they run.
     """
 
-    def __init__(self, module: torch.nn.Module) -> None:
+    def __init__(self, module: torch.nn.Module, compute_dtype: torch.dtype | None = None) -> None:
         super().__init__()
         self.module = module
+        self.compute_dtype = compute_dtype
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """``torch.autocast`` to ``compute_dtype`` (float32 master weights, bf16 matmuls); a no-op
+        for float32 or ``None`` (also under FSDP2, whose MixedPrecisionPolicy casts instead)."""
+        if self.compute_dtype in (None, torch.float32):
+            return contextlib.nullcontext()
+        device = next(self.module.parameters()).device
+        return torch.autocast(device_type=device.type, dtype=self.compute_dtype)
 
     def forward(self, *args: object, **kwargs: object) -> object:
-        return self.module(*args, **kwargs)
+        with self.autocast():
+            return self.module(*args, **kwargs)
 
     def response_logprobs(
         self, mb: MicroBatch, temperature: float, with_entropy: bool = False, chunk_tokens: int | None = None
@@ -202,15 +213,18 @@ class PolicyModule(torch.nn.Module):
         row, pos, col = _response_positions(mb)
         labels = mb.response_ids[row, col]
         decoder, head = _decoder_and_head(self.module)
-        if decoder is not None:
-            hidden = decoder(input_ids=mb.input_ids, attention_mask=mb.attention_mask).last_hidden_state
-            lp, ent = logprobs_from_hidden(
-                hidden[row, pos], head.weight, labels, temperature, chunk_tokens, with_entropy, head.bias
-            )
-        else:  # generic fallback: full logits
-            logits = self.module(input_ids=mb.input_ids, attention_mask=mb.attention_mask).logits[row, pos]
-            lp = token_logprobs(logits, labels, temperature, chunk_tokens)
-            ent = token_entropy(logits, temperature, chunk_tokens) if with_entropy else None
+        with self.autocast():  # matmuls in the compute dtype; log-softmax and results in float32
+            if decoder is not None:
+                hidden = decoder(input_ids=mb.input_ids, attention_mask=mb.attention_mask).last_hidden_state
+                lp, ent = logprobs_from_hidden(
+                    hidden[row, pos], head.weight, labels, temperature, chunk_tokens, with_entropy, head.bias
+                )
+            else:  # generic fallback: full logits
+                logits = self.module(input_ids=mb.input_ids, attention_mask=mb.attention_mask).logits[
+                    row, pos
+                ]
+                lp = token_logprobs(logits, labels, temperature, chunk_tokens)
+                ent = token_entropy(logits, temperature, chunk_tokens) if with_entropy else None
         shape = mb.response_ids.shape
         logp = torch.zeros(shape, dtype=lp.dtype, device=lp.device).index_put((row, col), lp)
         entropy = None
@@ -228,5 +242,5 @@ def sequence_logprobs(
 ) -> tuple[Tensor, Tensor | None]:
     """Per-token log-probs (and entropy) of the response tokens at ``temperature``: ``[b, R]`` each,
     zero at padding. Differentiable through ``model`` (a :class:`PolicyModule` or a bare HF model)."""
-    policy = model if isinstance(model, PolicyModule) else PolicyModule(model)
+    policy = model if hasattr(model, "response_logprobs") else PolicyModule(model)
     return policy.response_logprobs(mb, temperature, with_entropy, chunk_tokens)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 PRESET_DIR = Path(__file__).parent / "configs"
 DEFAULT_PRESET = "tiny"
@@ -38,16 +38,45 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
 
 
+class LoraConfig(_Section):
+    rank: int = Field(0, ge=0)
+    """LoRA rank r; 0 trains every weight (full fine-tuning), > 0 trains only low-rank adapters
+    (through ``peft``: ``pip install 'dapo-rl[lora]'``). With ``algorithm.kl_coef > 0`` the reference
+    is the base model with the adapters switched off (no second copy)."""
+    alpha: float = Field(32.0, gt=0)
+    """LoRA scaling numerator: the adapter's update is scaled by alpha / rank."""
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    """Dropout on the adapters' input (0 keeps old log-probs and the training forward identical)."""
+    target_modules: list[str] = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    """Names of the linear layers that get adapters (leaf names, as in the model's modules)."""
+
+
 class ModelConfig(_Section):
     path: str | None = None
     """Local Hugging Face model directory (config.json + safetensors + tokenizer). ``null`` uses the
     embedded tiny model, warm-started by ``dapo sft`` on the synthetic task (cached)."""
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    """Parameter dtype of the policy. Optimizer states follow the parameters."""
+    """COMPUTE dtype of forward and backward. Master weights and AdamW states are always float32;
+    ``bfloat16`` runs the policy under ``torch.autocast`` in one process and with FSDP2's
+    MixedPrecisionPolicy (bfloat16 parameters in compute, float32 gradient reduction) across ranks.
+    Log-probs, entropy, ratio and loss are float32 either way. Frozen models (the KL reference,
+    ``dapo eval``) are stored in this dtype. ``float16`` is refused (it needs a loss scaler)."""
     gradient_checkpointing: bool = False
     """Recompute activations in the backward pass to save memory (slower)."""
+    lora: LoraConfig = LoraConfig()
+    """LoRA adapters (``rank > 0``) instead of full fine-tuning."""
     trust_remote_code: bool = False
     """Passed to ``from_pretrained``; only enable for model code you trust."""
+
+    @field_validator("dtype")
+    @classmethod
+    def _no_fp16(cls, value: str) -> str:
+        if value == "float16":
+            raise ValueError(
+                "float16 compute needs a loss scaler, which this trainer does not have: use bfloat16 "
+                "(GPUs since Ampere, and CPUs) or float32"
+            )
+        return value
 
 
 class SyntheticTaskConfig(_Section):
@@ -227,10 +256,6 @@ class DistributedConfig(_Section):
     sharded even with one rank (needs torchrun, e.g. ``--nproc_per_node 1``); ``off``: replicated on
     every rank, gradients all-reduced (summed). In one plain process (no torchrun) ``auto`` and ``off``
 change nothing, and ``on`` is an error."""
-    mixed_precision: Literal["none", "bf16"] = "none"
-    """FSDP2 compute precision: ``bf16`` gathers parameters in bfloat16 for forward and backward and
-    reduces gradients in float32, while parameters and optimizer states stay in ``model.dtype``
-    (keep float32). Meant for GPUs; needs FSDP (``fsdp`` not ``off``)."""
     timeout_s: float = Field(1800.0, gt=0)
     """Timeout of torch.distributed collectives in seconds (a rank that waits longer fails)."""
 
@@ -239,6 +264,17 @@ change nothing, and ``on`` is an error."""
     def _yaml_on_off(cls, value: Any) -> Any:
         # YAML reads a bare on / off as a boolean
         return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_mixed_precision(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "mixed_precision" in data:
+            raise ValueError(
+                f"distributed.mixed_precision={data['mixed_precision']!r} was removed: model.dtype is now "
+                "the compute precision in every launch mode (master weights and optimizer states stay "
+                "float32). Delete the key and set model.dtype=bfloat16 for bf16 compute."
+            )
+        return data
 
 
 class LoggingConfig(_Section):
@@ -370,11 +406,6 @@ def _cross_field_problems(cfg: DapoConfig) -> list[str]:
         p.append(
             f"batch.micro_batch_tokens={b.micro_batch_tokens} must be >= rollout.max_response_tokens="
             f"{r.max_response_tokens} so that one response always fits a micro-batch"
-        )
-    if cfg.distributed.mixed_precision != "none" and cfg.distributed.fsdp == "off":
-        p.append(
-            f"distributed.mixed_precision={cfg.distributed.mixed_precision!r} needs FSDP: set "
-            "distributed.fsdp=auto or on (or mixed_precision=none)"
         )
     if cfg.model.path is not None and not Path(cfg.model.path).expanduser().is_dir():
         p.append(f"model.path={cfg.model.path!r} is not a directory (a local Hugging Face model directory)")

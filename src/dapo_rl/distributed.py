@@ -191,22 +191,31 @@ def wants_fsdp(ctx: DistContext, mode: str) -> bool:
     return mode == "on" or (mode == "auto" and ctx.world_size > 1)
 
 
-def wrap_policy(model: torch.nn.Module, ctx: DistContext, cfg: Any) -> torch.nn.Module:
+def wrap_policy(
+    model: torch.nn.Module, ctx: DistContext, cfg: Any, compute_dtype: torch.dtype | None = None
+) -> torch.nn.Module:
     """``model`` as a :class:`dapo_rl.batch.PolicyModule`, sharded with FSDP2 when ``cfg``
-    (the ``distributed`` config section) and the world size call for it, else replicated."""
+    (the ``distributed`` config section) and the world size call for it, else replicated.
+    ``compute_dtype`` (``model.dtype``) is where forward and backward run: torch.autocast in a
+    replicated policy, FSDP2's MixedPrecisionPolicy in a sharded one."""
     from dapo_rl.batch import PolicyModule
 
-    policy = PolicyModule(model)
     if wants_fsdp(ctx, cfg.fsdp):
-        policy = fully_shard_policy(policy, cfg.mixed_precision)
-    return policy
+        if hasattr(model, "peft_config"):
+            raise ValueError(
+                "LoRA (model.lora.rank > 0) is not supported with FSDP yet: train the adapters in one "
+                "process (the base fits in bf16 compute), or set distributed.fsdp=off (replicated)"
+            )
+        return fully_shard_policy(PolicyModule(model), compute_dtype)
+    return PolicyModule(model, compute_dtype)
 
 
-def fully_shard_policy(policy: torch.nn.Module, mixed_precision: str = "none") -> torch.nn.Module:
+def fully_shard_policy(policy: torch.nn.Module, compute_dtype: torch.dtype | None = None) -> torch.nn.Module:
     """Shard a :class:`dapo_rl.batch.PolicyModule` with FSDP2: each decoder layer is one unit, the
     rest (embeddings, final norm, LM head, tied or not) is the root unit. Gradients are reduced with
     a SUM (divide factor 1): the trainer's loss weights already hold the global normalisers.
-    ``mixed_precision="bf16"`` all-gathers parameters in bfloat16 and reduces gradients in float32.
+    A ``compute_dtype`` below float32 all-gathers parameters in it for forward and backward and
+    reduces gradients in float32 (the sharded master parameters and AdamW states stay float32).
     """
     from torch.distributed.fsdp import (
         FSDPModule,
@@ -221,8 +230,8 @@ def fully_shard_policy(policy: torch.nn.Module, mixed_precision: str = "none") -
             "torch or set distributed.fsdp=off (replicated parameters)"
         )
     mp = MixedPrecisionPolicy()
-    if mixed_precision == "bf16":
-        mp = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
+    if compute_dtype not in (None, torch.float32):
+        mp = MixedPrecisionPolicy(param_dtype=compute_dtype, reduce_dtype=torch.float32)
     decoder = policy.module.get_decoder() if hasattr(policy.module, "get_decoder") else None
     for layer in getattr(decoder, "layers", None) or []:
         fully_shard(layer, mp_policy=mp)

@@ -12,6 +12,7 @@ import torch
 
 from dapo_rl.config import DapoConfig
 from dapo_rl.data.types import PromptRow
+from dapo_rl.models.loading import load_model_and_tokenizer  # noqa: F401  (moved; importers use this name)
 
 if TYPE_CHECKING:
     from dapo_rl.data.dataset import PromptDataset
@@ -29,9 +30,6 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
 def model_dir(cfg: DapoConfig) -> Path:
     """The configured model directory, or the cached warm-started tiny model (built on first use)."""
     if cfg.model.path is not None:
@@ -39,25 +37,6 @@ def model_dir(cfg: DapoConfig) -> Path:
     from dapo_rl.models.sft import ensure_warm_model
 
     return ensure_warm_model()
-
-
-def load_model_and_tokenizer(path: Path, cfg: DapoConfig, device: torch.device) -> tuple[Any, Any]:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path} is not a Hugging Face model directory (no config.json)")
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=_DTYPES[cfg.model.dtype], trust_remote_code=cfg.model.trust_remote_code
-    ).to(device)
-    if cfg.model.gradient_checkpointing:  # non-reentrant: composes with FSDP2
-        if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x names it so
-            model.activation_checkpointing_enable({"use_reentrant": False})
-        else:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return model, tokenizer
 
 
 def load_rows(cfg: DapoConfig, split: str) -> list[PromptRow]:

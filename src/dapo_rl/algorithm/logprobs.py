@@ -232,18 +232,21 @@ class _ChunkedHeadStats(torch.autograd.Function):
         want_entropy: bool,
     ) -> tuple[Tensor, Tensor]:
         cdtype = _compute_dtype(torch.promote_types(hidden.dtype, weight.dtype))
+        mm_dtype = _matmul_dtype(hidden, weight)
         n = hidden.shape[0]
         logp = torch.empty(n, dtype=cdtype, device=hidden.device)
         ent = torch.empty(n if want_entropy else 0, dtype=cdtype, device=hidden.device)
-        for s in range(0, n, chunk):
-            e = min(s + chunk, n)
-            x = _head_logits(hidden[s:e], weight, bias).to(cdtype) / temperature
-            lp, h = _chunk_stats(x, labels[s:e], want_entropy)
-            logp[s:e] = lp
-            if h is not None:
-                ent[s:e] = h
+        w_mm, b_mm = weight.to(mm_dtype), bias.to(mm_dtype) if bias is not None else None
+        with torch.autocast(hidden.device.type, enabled=False):
+            for s in range(0, n, chunk):
+                e = min(s + chunk, n)
+                x = _head_logits(hidden[s:e].to(mm_dtype), w_mm, b_mm).to(cdtype) / temperature
+                lp, h = _chunk_stats(x, labels[s:e], want_entropy)
+                logp[s:e] = lp
+                if h is not None:
+                    ent[s:e] = h
         ctx.save_for_backward(hidden, weight, bias, labels, ent)
-        ctx.temperature, ctx.chunk = temperature, chunk
+        ctx.temperature, ctx.chunk, ctx.mm_dtype = temperature, chunk, mm_dtype
         ctx.set_materialize_grads(False)
         return logp, ent
 
@@ -262,10 +265,12 @@ class _ChunkedHeadStats(torch.autograd.Function):
         grad_b = (
             torch.zeros(bias.shape, dtype=cdtype, device=bias.device) if need_b and bias is not None else None
         )
+        mm_dtype = ctx.mm_dtype  # the forward's matmul precision (autocast is off in backward)
+        w_mm, b_mm = weight.to(mm_dtype), bias.to(mm_dtype) if bias is not None else None
         for s in range(0, hidden.shape[0], ctx.chunk):
             e = min(s + ctx.chunk, hidden.shape[0])
-            h = hidden[s:e]
-            logsm = torch.log_softmax(_head_logits(h, weight, bias).to(cdtype) / ctx.temperature, dim=-1)
+            h = hidden[s:e].to(mm_dtype)
+            logsm = torch.log_softmax(_head_logits(h, w_mm, b_mm).to(cdtype) / ctx.temperature, dim=-1)
             gx = (
                 _chunk_grad(
                     logsm,
@@ -276,11 +281,11 @@ class _ChunkedHeadStats(torch.autograd.Function):
                 )
                 / ctx.temperature
             )  # d loss / d logits, [n, V] in cdtype
-            g_mm = gx.to(torch.promote_types(hidden.dtype, weight.dtype))
+            g_mm = gx.to(mm_dtype)
             if grad_h is not None:
-                grad_h[s:e] = (g_mm @ weight.to(g_mm.dtype)).to(hidden.dtype)
+                grad_h[s:e] = (g_mm @ w_mm).to(hidden.dtype)
             if grad_w is not None:
-                grad_w += (g_mm.transpose(0, 1) @ h.to(g_mm.dtype)).to(cdtype)
+                grad_w += (g_mm.transpose(0, 1) @ h).to(cdtype)
             if grad_b is not None:
                 grad_b += gx.sum(0)
         return (
@@ -292,6 +297,16 @@ class _ChunkedHeadStats(torch.autograd.Function):
             None,
             None,
         )
+
+
+def _matmul_dtype(hidden: Tensor, weight: Tensor) -> torch.dtype:
+    """The LM-head matmul's dtype: autocast's when it is on (mixed precision in one process, where
+    the weight is a float32 master copy), else the inputs' promoted dtype. The log-softmax is
+    float32 either way."""
+    device = hidden.device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    return torch.promote_types(hidden.dtype, weight.dtype)
 
 
 def _head_logits(h: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
@@ -327,7 +342,8 @@ def logprobs_from_hidden(
 
     Returns:
         ``(logp[N], entropy[N] or None)``, float32 (float64 for float64 inputs); the matmul runs
-        in the inputs' dtype, the softmax in fp32.
+        in the inputs' dtype (in autocast's dtype when autocast is on, forward and backward alike),
+        the softmax in fp32.
     """
     if hidden.shape[:-1] != labels.shape:
         raise ValueError(
