@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) torch
-	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e ".[dev,ray]"
+	$(BIN)/python -m pip install -q -c $(CONSTRAINTS) -e ".[dev,ray,lora]"
 	test -z "$(VLLM_PKG)" || $(BIN)/python -m pip install -q -c $(CONSTRAINTS) "$(VLLM_PKG)"
 	test -z "$(VLLM_PKG)" || $(BIN)/python -m pip uninstall -q -y $(VLLM_UNWANTED)
 	touch $(STAMP)

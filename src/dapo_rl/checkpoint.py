@@ -183,6 +183,10 @@ def export_model(directory: Path, policy: torch.nn.Module, tokenizer: Any, ctx: 
     if ctx.is_main:
         policy.module.save_pretrained(directory, state_dict=full, safe_serialization=True)
         tokenizer.save_pretrained(directory)
+        if hasattr(policy.module, "peft_config"):  # LoRA: directory holds the adapters (resume)
+            from dapo_rl.models.lora import save_merged  # wraps peft, an optional dependency
+
+            save_merged(policy.module, directory.parent / "merged", tokenizer)  # a plain HF model
 
 
 def _sharded(policy: torch.nn.Module, optimizer: torch.optim.Optimizer, directory: Path, save: bool) -> None:
