@@ -263,6 +263,15 @@ def canonical_number(value: int | float) -> str:
     return str(value)
 
 
+def canonical_answer(value: Any, extra: dict[str, Any] | None = None) -> str:
+    """A ground truth as every reward function receives it (module docstring): the same string for
+    a row read from a file and for one given from Python (``dapo_rl.train(train_rows=...)``), e.g.
+    ``{"target": 98, "numbers": [44, 19, 35]}`` -> ``'{"numbers": [44, 19, 35], "target": 98}'``.
+    A GSM8K worked solution goes to ``extra["solution"]``. Raises ``MalformedRowError`` (a
+    ``ValueError``) for an empty or non-data answer."""
+    return _canonical_answer(value, {} if extra is None else extra)
+
+
 def _canonical_answer(value: Any, extra: dict[str, Any]) -> str:
     if value is None or isinstance(value, bool):
         raise MalformedRowError(f"the answer must be a string, number, dict or list, got {value!r}")
