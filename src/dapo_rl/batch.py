@@ -16,6 +16,7 @@ with less data runs zero-weight :func:`padding_sample` micro-batches.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -244,3 +245,35 @@ def sequence_logprobs(
     zero at padding. Differentiable through ``model`` (a :class:`PolicyModule` or a bare HF model)."""
     policy = model if hasattr(model, "response_logprobs") else PolicyModule(model)
     return policy.response_logprobs(mb, temperature, with_entropy, chunk_tokens)
+
+
+def forward_only_logprobs(
+    model: torch.nn.Module,
+    samples: list[TrainSample],
+    forward_plan: list[list[int]],
+    train_plan: list[list[int]],
+    make_micro_batch: Callable[[list[TrainSample], list[int]], MicroBatch],
+    temperature: float,
+) -> list[Tensor]:
+    """Log-probs under a frozen policy (old policy, KL reference) for the micro-batches of
+    ``train_plan``, computed in the (larger) micro-batches of ``forward_plan``: one ``[b, R]``
+    tensor per training micro-batch, laid out as :func:`collate` lays it out (zeros at padding; an
+    empty, zero-weight micro-batch gets ``[1, 1]`` zeros). Run it under ``torch.no_grad``; both
+    plans may hold empty micro-batches (FSDP2 padding, see ``pad_plan``)."""
+    per_sample: list[Tensor | None] = [None] * len(samples)
+    device = torch.device("cpu")
+    for idx in forward_plan:
+        mb = make_micro_batch(samples, idx)
+        device = mb.input_ids.device
+        logp = sequence_logprobs(model, mb, temperature)[0]
+        for row, i in enumerate(idx):
+            per_sample[i] = logp[row, : len(samples[i].response_ids)]
+    out = []
+    for idx in train_plan:
+        rows = [per_sample[i] for i in idx]
+        width = max((len(samples[i].response_ids) for i in idx), default=1) or 1
+        dense = torch.zeros((max(len(idx), 1), width), dtype=torch.float32, device=device)
+        for row, lp in enumerate(rows):
+            dense[row, : lp.numel()] = lp
+        out.append(dense)
+    return out

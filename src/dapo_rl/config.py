@@ -215,6 +215,10 @@ class BatchConfig(_Section):
     """Passes over the step's data; updates per step = P / prompts_per_update x epochs_per_step."""
     micro_batch_tokens: int = Field(16384, ge=1)
     """Token budget (prompt + response) of one forward/backward micro-batch."""
+    forward_micro_batch_tokens: int | None = Field(None, ge=1)
+    """Token budget of one micro-batch of the forward-only passes (old log-probs, KL reference),
+    which run under ``torch.no_grad`` and keep no activations for backward, so they fit more
+    tokens. ``null``: 2 x ``micro_batch_tokens``. Log-probs do not depend on it."""
 
 
 class OptimConfig(_Section):
