@@ -125,11 +125,11 @@ def step_records(
 
 
 def eval_records(result: dict[str, Any], step: int | None = None) -> list[dict[str, Any]]:
-    """One record per response of an evaluation result whose problems carry ``responses`` (see
-    :func:`dapo_rl.evaluation.evaluate`)."""
+    """One record per response of an evaluation result whose problems carry their ``texts`` (see
+    :func:`dapo_rl.evaluation.evaluate` with ``EvalSpec(keep_texts=True)``)."""
     records = []
     for prob in result.get("problems", []):
-        texts = prob.get("responses") or []
+        texts = prob.get("texts") or []
         for j, text in enumerate(texts):
             records.append(
                 {
@@ -149,7 +149,7 @@ def eval_records(result: dict[str, Any], step: int | None = None) -> list[dict[s
     return records
 
 
-RESPONSE_FIELDS = ("prompt", "responses", "scores", "finish_reasons")
+RESPONSE_FIELDS = ("prompt", "texts", "scores", "finish_reasons")
 """Per-problem fields of an evaluation result that hold texts; left out of the JSON summary."""
 
 

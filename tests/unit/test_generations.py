@@ -69,7 +69,7 @@ def _eval_result() -> dict:
             {
                 "uid": "p0", "answer": "4", "prompt": "2+2", "num_correct": 1, "correct": [True, False],
                 "preds": ["4", None], "response_tokens": [5, 9], "num_truncated": 1,
-                "responses": ["Answer: 4", "no idea"], "scores": [1.0, -1.0], "finish_reasons": ["eos", "length"],
+                "texts": ["Answer: 4", "no idea"], "scores": [1.0, -1.0], "finish_reasons": ["eos", "length"],
             }
         ],
     }  # fmt: skip
@@ -83,7 +83,7 @@ def test_eval_records_and_json_without_texts() -> None:
         "score": -1.0, "acc": False, "pred": None, "length": 9, "finish_reason": "length",
     }  # fmt: skip
     slim = without_responses(_eval_result())["problems"][0]
-    assert "responses" not in slim and "prompt" not in slim and slim["preds"] == ["4", None]
+    assert "texts" not in slim and "prompt" not in slim and slim["preds"] == ["4", None]
 
 
 def test_printer_puts_reward_next_to_response() -> None:
