@@ -348,7 +348,7 @@ def apply_variant(name: str, trainer: Any) -> Callable[[], contextlib.AbstractCo
         trainer.policy.module.get_decoder().compile()
     elif name == "greedy_plan":
         budget = trainer.cfg.batch.micro_batch_tokens
-        trainer._plan = lambda samples: greedy_plan([s.num_tokens for s in samples], budget)
+        trainer.update._plan = lambda samples: greedy_plan([s.num_tokens for s in samples], budget)
     elif name.startswith("micro_batch_tokens_"):
         trainer.cfg.batch.micro_batch_tokens = int(name.rsplit("_", 1)[1])
     elif name == "bf16_autocast":
@@ -360,11 +360,12 @@ def apply_variant(name: str, trainer: Any) -> Callable[[], contextlib.AbstractCo
 
 def one_update(trainer: Any, samples: list[Any], context: Callable) -> dict[str, float]:
     """The trainer's update on ``samples`` (one mini-batch, fresh): wall and CPU seconds, metrics."""
-    trainer.timers = defaultdict(float)
+    from dapo_rl.step_metrics import StageTimes
+
     groups = len({s.group for s in samples})
     wall, cpu = time.perf_counter(), time.process_time()
     with context():
-        metrics = trainer._update(samples, groups, True)
+        metrics = trainer.update(samples, groups, True, StageTimes())
     return {
         "wall_s": time.perf_counter() - wall,
         "cpu_s": time.process_time() - cpu,
@@ -378,14 +379,14 @@ def keep_first_gradient(trainer: Any) -> list[torch.Tensor]:
     """Make ``trainer`` keep a copy of the gradients of its first update (just before the AdamW
     step, after clipping); returns the list they will be put in."""
     kept: list[torch.Tensor] = []
-    step = trainer._step_optimizer
+    step = trainer.update._step_optimizer
 
-    def step_and_keep(local_loss: float) -> dict[str, float]:
+    def step_and_keep(local_loss: float) -> float:
         if not kept:
             kept.extend(p.grad.detach().clone() for p in trainer.policy.parameters() if p.grad is not None)
         return step(local_loss)
 
-    trainer._step_optimizer = step_and_keep
+    trainer.update._step_optimizer = step_and_keep
     return kept
 
 

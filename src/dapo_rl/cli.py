@@ -1,4 +1,6 @@
-"""The ``dapo`` command. Heavy imports (torch, transformers) are deferred so ``--help`` is instant.
+"""The ``dapo`` command: parse arguments and call down into the library. Each command imports what
+it needs when it runs (torch, transformers and the trainer take seconds to import), so ``--help``
+is instant; that is the one reason for the imports inside functions here.
 
 dapo train                                   # embedded default: tiny model + synthetic task
 dapo train --config gsm8k model.path=DIR     # a preset plus dotted overrides
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 
 def _add_config_args(p: argparse.ArgumentParser) -> None:
@@ -105,17 +108,108 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         launch(args.config, args.overrides, args.resume, args.num_workers, args.use_gpu)
         return 0
-    from dapo_rl.trainer import train_from_cli
+    from dapo_rl.launch import train_from_cli
 
     train_from_cli(config=args.config, overrides=args.overrides, resume=args.resume)
     return 0
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from dapo_rl.evaluation import eval_from_cli
-
     eval_from_cli(args)
     return 0
+
+
+def eval_from_cli(args: argparse.Namespace) -> dict[str, Any]:
+    """``dapo eval``: evaluate a model directory on held-out rows and print/write the result.
+
+    Settings come from the config (``--config``, default preset ``tiny``, plus dotted overrides):
+    sampling from ``eval.temperature``, ``eval.top_p`` and ``eval_max_response_tokens``, prompts from
+    ``data.template`` / ``use_chat_template`` / ``system_prompt``, the reward from ``reward.name``,
+    k from ``eval.k``, the engine from ``rollout.engine``; ``--reward``, ``-k`` and
+    ``--max-problems`` override them. ``--model`` None uses ``model.path`` or the embedded
+    warm-started tiny model. Rows: ``--data FILE``, else the eval split of the training run's data
+    (:func:`dapo_rl.runtime.load_rows`: ``data.loader``, ``data.eval_files`` or the synthetic
+    held-out split), in order (the first ``--max-problems``). The table goes to stderr and the JSON
+    to stdout (and to ``--output``). Missing paths raise ``FileNotFoundError`` naming the path.
+    """
+    import torch  # deferred: see the module docstring
+
+    from dapo_rl.config import load_config
+    from dapo_rl.data.encoder import PromptEncoder
+    from dapo_rl.distributed import resolve_device
+    from dapo_rl.eval_metrics import format_table, to_json
+    from dapo_rl.evaluation import EvalSpec, evaluate
+    from dapo_rl.plugins import resolve_reward, resolve_template
+    from dapo_rl.registry import RegistryError
+    from dapo_rl.rewards.runner import RewardRunner
+    from dapo_rl.rollout import ROLLOUT_ENGINES
+    from dapo_rl.runtime import eos_token_ids, load_model_and_tokenizer, load_rows, model_dir
+
+    cfg = load_config(args.config, args.overrides, check_paths=False)
+    if args.data is not None:  # one file given on the command line replaces the configured data
+        data = cfg.data.model_copy(update={"eval_files": [args.data], "loader": None})
+        cfg = cfg.model_copy(update={"data": data})
+    k = args.k if args.k is not None else cfg.eval.k
+    if k < 1:
+        raise ValueError(f"-k must be >= 1, got {k}")
+    max_problems = args.max_problems if args.max_problems is not None else cfg.eval.max_problems
+    if max_problems is not None and max_problems < 1:
+        raise ValueError(f"--max-problems must be >= 1, got {max_problems}")
+    reward_name = args.reward if args.reward is not None else cfg.reward.name
+    try:
+        reward_fn = resolve_reward(reward_name, "--reward" if args.reward is not None else "reward.name")
+        template = resolve_template(cfg.data.template)
+    except RegistryError as exc:
+        raise ValueError(str(exc)) from None
+    model_arg, source = (args.model, "--model") if args.model is not None else (cfg.model.path, "model.path")
+    if model_arg is not None and not Path(model_arg).expanduser().is_dir():
+        raise FileNotFoundError(f"model directory not found ({source}): {model_arg}")
+    data_desc = _eval_data_description(cfg)
+    rows = load_rows(cfg, "eval")[:max_problems]
+    if not rows and cfg.data.train_files and not cfg.data.eval_files and cfg.data.loader is None:
+        raise ValueError("no evaluation data: pass --data FILE or set data.eval_files")
+    if not rows:
+        raise ValueError(f"no problems to evaluate in {data_desc}")
+    # Only now (all cheap checks passed) build the warm-started tiny model if it is needed.
+    path = Path(model_arg).expanduser() if model_arg is not None else model_dir(cfg)
+    if cfg.train.num_threads:
+        torch.set_num_threads(cfg.train.num_threads)
+    model, tokenizer = load_model_and_tokenizer(path, cfg, resolve_device(cfg.train.device))
+    engine = ROLLOUT_ENGINES.get(cfg.rollout.engine)(model, tokenizer, cfg.rollout.max_batch_sequences)
+    encode = PromptEncoder(tokenizer, template, cfg.data.use_chat_template, cfg.data.system_prompt)
+    spec = EvalSpec(
+        k=k, max_response_tokens=cfg.eval_max_response_tokens, eos_token_ids=eos_token_ids(tokenizer, model),
+        temperature=cfg.eval.temperature, top_p=cfg.eval.top_p, seed=cfg.train.seed,
+        stop_strings=cfg.rollout.stop_strings, progress=True,
+    )  # fmt: skip
+    settings = {
+        "model": str(path), "data": data_desc, "reward": reward_name, "k": k,
+        "temperature": cfg.eval.temperature, "top_p": cfg.eval.top_p,
+        "max_response_tokens": cfg.eval_max_response_tokens, "template": cfg.data.template,
+        "use_chat_template": cfg.data.use_chat_template, "seed": cfg.train.seed,
+    }  # fmt: skip
+    r = cfg.reward
+    with RewardRunner(reward_fn, r.timeout_s, r.num_workers, eos_text=tokenizer.eos_token) as runner:
+        result = {"settings": settings, **evaluate(engine, encode, runner, rows, spec)}
+    print(format_table(result), file=sys.stderr)
+    text = to_json(result)
+    print(text)
+    if args.output is not None:
+        out = Path(args.output).expanduser()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+        print(f"wrote {out}", file=sys.stderr)
+    return result
+
+
+def _eval_data_description(cfg: Any) -> str:
+    """Where ``load_rows(cfg, "eval")`` takes its rows from, in words."""
+    if cfg.data.loader is not None:
+        return f"data.loader {cfg.data.loader!r} (split 'eval')"
+    if cfg.data.eval_files:
+        return ", ".join(str(f) for f in cfg.data.eval_files)
+    synthetic = cfg.data.synthetic
+    return f"synthetic held-out split (num_eval={synthetic.num_eval}, seed={cfg.train.seed})"
 
 
 def _cmd_sft(args: argparse.Namespace) -> int:

@@ -32,6 +32,9 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.fsdp import FSDPModule, MixedPrecisionPolicy, fully_shard, register_fsdp_forward_method
+
+from dapo_rl.batch import PolicyModule
 
 TORCHRUN_ENV = ("RANK", "WORLD_SIZE", "MASTER_ADDR")
 """Environment variables whose presence means torchrun (or a compatible launcher) started us."""
@@ -149,10 +152,14 @@ def shard_bounds(n: int, world_size: int, rank: int) -> tuple[int, int]:
     return lo, lo + base + (1 if rank < extra else 0)
 
 
-def _device_for(name: str, local_rank: int) -> torch.device:
-    from dapo_rl.runtime import resolve_device
-
-    return resolve_device(name, local_rank)
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; ``auto`` and ``cuda`` take the local rank's GPU
+    (torchrun's ``LOCAL_RANK``); ``cuda:N`` and ``cpu`` are used as given."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        return torch.device("cuda", local_rank)
+    return torch.device(name)
 
 
 def init_distributed(device_name: str = "auto", timeout_s: float = 1800.0) -> DistContext:
@@ -161,15 +168,15 @@ def init_distributed(device_name: str = "auto", timeout_s: float = 1800.0) -> Di
     if dist.is_available() and dist.is_initialized():
         rank, world = dist.get_rank(), dist.get_world_size()
         local_rank = int(os.environ.get("LOCAL_RANK", 0))
-        device = _device_for(device_name, local_rank)
+        device = resolve_device(device_name, local_rank)
         if device.type == "cuda":
             torch.cuda.set_device(device)
         return DistContext(rank, world, local_rank, device, group=True)
     if not all(k in os.environ for k in TORCHRUN_ENV):
-        return DistContext(device=_device_for(device_name, 0))
+        return DistContext(device=resolve_device(device_name, 0))
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    device = _device_for(device_name, local_rank)
+    device = resolve_device(device_name, local_rank)
     kwargs: dict[str, Any] = {"backend": "gloo", "timeout": timedelta(seconds=timeout_s)}
     if device.type == "cuda":
         torch.cuda.set_device(device)
@@ -198,8 +205,6 @@ def wrap_policy(
     (the ``distributed`` config section) and the world size call for it, else replicated.
     ``compute_dtype`` (``model.dtype``) is where forward and backward run: torch.autocast in a
     replicated policy, FSDP2's MixedPrecisionPolicy in a sharded one."""
-    from dapo_rl.batch import PolicyModule
-
     if wants_fsdp(ctx, cfg.fsdp):
         if hasattr(model, "peft_config"):
             raise ValueError(
@@ -217,13 +222,6 @@ def fully_shard_policy(policy: torch.nn.Module, compute_dtype: torch.dtype | Non
     A ``compute_dtype`` below float32 all-gathers parameters in it for forward and backward and
     reduces gradients in float32 (the sharded master parameters and AdamW states stay float32).
     """
-    from torch.distributed.fsdp import (
-        FSDPModule,
-        MixedPrecisionPolicy,
-        fully_shard,
-        register_fsdp_forward_method,
-    )
-
     if not hasattr(FSDPModule, "set_force_sum_reduction_for_comms"):
         raise RuntimeError(
             f"FSDP2 gradient SUM reduction needs torch >= 2.8 (this is {torch.__version__}); upgrade "
@@ -245,8 +243,6 @@ def fully_shard_policy(policy: torch.nn.Module, compute_dtype: torch.dtype | Non
 
 def fsdp_units(model: torch.nn.Module) -> list[Any]:
     """The FSDP2 units of ``model`` (root first); empty for a plain module."""
-    from torch.distributed.fsdp import FSDPModule
-
     return [m for m in model.modules() if isinstance(m, FSDPModule)]
 
 
@@ -301,25 +297,3 @@ def pad_plan(plan: list[list[int]], ctx: DistContext) -> list[list[int]]:
     is a zero-weight dummy in the trainer."""
     longest = int(ctx.all_reduce_max(torch.tensor([float(len(plan))])).item())
     return plan + [[] for _ in range(longest - len(plan))]
-
-
-def merge_evaluations(parts: list[dict[str, Any] | None], k: int) -> dict[str, Any]:
-    """One evaluation result from the ranks' results on their shares of the held-out rows (in
-    rank order; None for a rank without rows). One part is returned as it is."""
-    parts = [p for p in parts if p is not None]
-    if len(parts) == 1:
-        return parts[0]
-    import numpy as np
-
-    from dapo_rl.evaluation import summarize
-
-    problems = [prob for p in parts for prob in p["problems"]]
-    lengths = np.array([prob["response_tokens"] for prob in problems])
-    # per-problem truncation counts are what the rate needs
-    truncated = np.array([[i < prob["num_truncated"] for i in range(lengths.shape[1])] for prob in problems])
-    out = summarize(
-        [prob["correct"] for prob in problems], [prob["preds"] for prob in problems], k, lengths, truncated
-    )
-    out["reward"] = {key: sum(p["reward"][key] for p in parts) for key in parts[0]["reward"]}
-    out["problems"] = problems
-    return out

@@ -6,7 +6,7 @@
 
 Ray Train starts one worker per rank and sets up torch.distributed among them (gloo on CPU, NCCL
 with ``--use-gpu``); every worker then runs the function torchrun's processes run,
-:func:`dapo_rl.trainer.train_from_cli`, which adopts Ray's process group
+:func:`dapo_rl.launch.train_from_cli`, which adopts Ray's process group
 (:func:`dapo_rl.distributed.init_distributed`). So the loop, the checkpoints and the run directory
 are exactly those of a torchrun launch. Ray connects to a running cluster (``RAY_ADDRESS``, or
 ``ray start`` on this machine) or starts a local one. Workers run in the driver's working directory,
@@ -22,6 +22,9 @@ import os
 import time
 from pathlib import Path
 from typing import Any
+
+from dapo_rl.config import load_config
+from dapo_rl.launch import train_from_cli
 
 
 def _require_ray() -> None:
@@ -41,9 +44,7 @@ def launch(
     """Train on ``num_workers`` Ray workers; returns rank 0's run summary."""
     _require_ray()
     from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-
-    from dapo_rl.config import load_config
+    from ray.train.torch import TorchConfig, TorchTrainer  # deferred: ray is an optional extra
 
     if num_workers < 1:
         raise ValueError(f"--num-workers must be >= 1, got {num_workers}")
@@ -72,8 +73,6 @@ def launch(
 
 def _train_worker(loop_config: dict[str, Any]) -> None:
     """One Ray worker = one rank: the same training function as under torchrun."""
-    from dapo_rl.trainer import train_from_cli
-
     os.chdir(loop_config["cwd"])
     overrides = list(loop_config["overrides"])
     if loop_config["use_gpu"]:  # the GPU Ray gave this worker (its index among the visible ones)

@@ -3,14 +3,11 @@ trainer so that the loop reads top to bottom."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 from dapo_rl.config import DapoConfig
+from dapo_rl.data.encoder import PromptEncoder
 from dapo_rl.data.types import PromptRow
 from dapo_rl.models.loading import load_model_and_tokenizer  # noqa: F401  (moved; importers use this name)
 
@@ -18,16 +15,6 @@ if TYPE_CHECKING:
     from dapo_rl.data.dataset import PromptDataset
     from dapo_rl.distributed import DistContext
     from dapo_rl.tracking import MetricsLogger
-
-
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto`` picks CUDA when present, else CPU; ``auto`` and ``cuda`` take the local rank's GPU
-    (torchrun's ``LOCAL_RANK``); ``cuda:N`` and ``cpu`` are used as given."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        return torch.device("cuda", local_rank)
-    return torch.device(name)
 
 
 def model_dir(cfg: DapoConfig) -> Path:
@@ -80,31 +67,6 @@ def rows_from_user(items: Any, source: str) -> list[PromptRow]:
             PromptRow(item["prompt"], str(item["answer"]), str(item.get("uid", f"{source}:{i}")), extra)
         )
     return rows
-
-
-@dataclass
-class PromptEncoder:
-    """Renders a row with the configured template and tokenizes it once (cached by uid)."""
-
-    tokenizer: Any
-    template: str | Callable[[str], str]
-    use_chat_template: bool
-    system_prompt: str | None
-
-    def __post_init__(self) -> None:
-        self._cache: dict[str, list[int]] = {}
-
-    def text(self, row: PromptRow) -> str:
-        from dapo_rl.data.templates import render_prompt
-
-        return render_prompt(row, self.template, self.tokenizer, self.use_chat_template, self.system_prompt)
-
-    def __call__(self, row: PromptRow) -> list[int]:
-        ids = self._cache.get(row.uid)
-        if ids is None:
-            ids = self.tokenizer(self.text(row), add_special_tokens=not self.use_chat_template)["input_ids"]
-            self._cache[row.uid] = ids
-        return ids
 
 
 def eos_token_ids(tokenizer: Any, model: Any) -> list[int]:

@@ -9,21 +9,96 @@ functions at the same point of the step, with or without data of its own.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import time
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 
 import torch
 
 from dapo_rl.algorithm.policy_loss import POLICY_METRIC_MAXES, POLICY_METRIC_SUMS, finalize_policy_metrics
 from dapo_rl.batch import TrainSample
 from dapo_rl.distributed import DistContext
+from dapo_rl.rewards.base import RewardResult
 from dapo_rl.sampling import Group
 
 
+@dataclass
+class RewardCounts:
+    """Reward failures and answer-less responses among this rank's scored responses."""
+
+    timeouts: int = 0
+    errors: int = 0
+    no_answer: int = 0
+
+    def add_batch(self, results: Sequence[RewardResult], batch_metrics: dict[str, float]) -> None:
+        """Count one :meth:`~dapo_rl.rewards.runner.RewardRunner.score_batch` call."""
+        self.timeouts += int(batch_metrics["reward/timeouts"])
+        self.errors += int(batch_metrics["reward/errors"])
+        self.no_answer += sum(res.pred is None for res in results)
+
+
+@dataclass
+class RunTotals:
+    """The run's running totals on this rank (saved with each checkpoint)."""
+
+    reward_timeouts: int = 0
+    reward_errors: int = 0
+    nonfinite_skipped: int = 0
+
+    def add_step(self, counts: RewardCounts) -> None:
+        self.reward_timeouts += counts.timeouts
+        self.reward_errors += counts.errors
+
+    def to_dict(self) -> dict[str, float]:
+        """The logged names; ``optim/nonfinite_skipped`` only once an update was skipped (the same
+        on every rank: skipping is decided on global values)."""
+        out = {"reward/timeouts_total": self.reward_timeouts, "reward/errors_total": self.reward_errors}
+        return out | ({"optim/nonfinite_skipped": self.nonfinite_skipped} if self.nonfinite_skipped else {})
+
+    def load(self, state: dict[str, float]) -> None:
+        """Restore from :meth:`to_dict`'s output (a checkpoint)."""
+        self.reward_timeouts = int(state.get("reward/timeouts_total", 0))
+        self.reward_errors = int(state.get("reward/errors_total", 0))
+        self.nonfinite_skipped = int(state.get("optim/nonfinite_skipped", 0))
+
+
+@dataclass
+class UpdateSums:
+    """This rank's sums over a step's optimizer updates, beside the policy-loss metrics: its share
+    of the loss, token entropy and (with a reference policy) KL summed over response tokens,
+    micro-batches the ratio guard skipped, and the global gradient norm (the same on every rank)."""
+
+    loss: float = 0.0
+    entropy: float = 0.0
+    kl_ref: float | None = None
+    guard_skipped: int = 0
+    grad_norm: float = 0.0
+
+
+@dataclass
+class StageTimes:
+    """Wall seconds per stage of one step on this rank, logged as ``perf/time_{stage}_s``."""
+
+    seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+
+    @contextlib.contextmanager
+    def time(self, stage: str) -> Iterator[None]:
+        """Add the block's wall time to ``stage``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - start
+
+
 def rollout_metrics(
-    generated: list[Group], step_counts: dict[str, float], counters: dict[str, float], ranks: DistContext
+    generated: list[Group], counts: RewardCounts, totals: RunTotals, ranks: DistContext
 ) -> dict[str, float]:
-    """What the policy did this step, over every generated response (kept or not); ``step_counts``
-    are this step's reward failure counts, ``counters`` the run's running totals."""
+    """What the policy did this step, over every generated response (kept or not); ``counts`` are
+    this step's reward counts, ``totals`` the run's running totals."""
     resp = [r for g in generated for r in g.responses]
     sums = ranks.sum_values(
         {
@@ -33,8 +108,10 @@ def rollout_metrics(
             "acc": sum(sum(g.accs) for g in generated),
             "length": sum(r.length for r in resp),
             "truncated": sum(r.truncated for r in resp),
-            **step_counts,
-            **counters,
+            "reward/timeouts": counts.timeouts,
+            "reward/errors": counts.errors,
+            "no_answer": counts.no_answer,
+            **totals.to_dict(),
         }
     )
     longest = ranks.max_values({"rollout/response_len_max": max((r.length for r in resp), default=0)})
@@ -47,7 +124,7 @@ def rollout_metrics(
         "reward/acc": sums.pop("acc") / n,
         "rollout/response_len_mean": sums.pop("length") / n,
         "rollout/truncated_frac": sums.pop("truncated") / n,
-        "reward/no_answer_rate": sums.pop("reward/no_answer", 0.0) / n,
+        "reward/no_answer_rate": sums.pop("no_answer") / n,
     }
     return metrics | longest | sums
 
@@ -89,13 +166,13 @@ def trained_metrics(
 
 
 def update_metrics(
-    policy: dict[str, torch.Tensor], extra: dict[str, float], n_updates: int, epochs: int, ranks: DistContext
+    policy: dict[str, torch.Tensor], update: UpdateSums, n_updates: int, epochs: int, ranks: DistContext
 ) -> dict[str, float]:
-    """The step's optimizer updates. ``policy`` holds the accumulated ``clipped_policy_loss`` sums;
-    ``extra`` this rank's loss share, entropy / KL sums and guard counts, and the global grad norm
-    summed over updates (the same on every rank)."""
-    extra = dict(extra)
-    grad_norm = extra.pop("grad_norm")
+    """The step's optimizer updates. ``policy`` holds the accumulated ``clipped_policy_loss`` sums,
+    ``update`` the other sums (:class:`UpdateSums`)."""
+    extra = {"loss": update.loss, "entropy_sum": update.entropy, "guard": update.guard_skipped}
+    if update.kl_ref is not None:  # a reference policy on every rank or on none
+        extra["kl_ref_sum"] = update.kl_ref
     sums = ranks.sum_values({**{k: float(policy[k]) for k in POLICY_METRIC_SUMS}, **extra})
     maxes = ranks.max_values({k: float(policy[k]) for k in POLICY_METRIC_MAXES})
     metrics = finalize_policy_metrics({**sums, **maxes})
@@ -104,19 +181,19 @@ def update_metrics(
     if "kl_ref_sum" in sums:
         metrics["loss/kl_ref"] = sums.pop("kl_ref_sum") / tokens
     metrics["loss/total"] = sums.pop("loss") / n_updates
-    metrics["optim/grad_norm"] = grad_norm / n_updates
-    if sums.get("loss/guard_skipped_microbatches"):
-        metrics["loss/guard_skipped_microbatches"] = sums["loss/guard_skipped_microbatches"]
+    metrics["optim/grad_norm"] = update.grad_norm / n_updates
+    if sums["guard"]:
+        metrics["loss/guard_skipped_microbatches"] = sums["guard"]
     metrics["perf/tokens_trained"] = tokens / epochs
     return metrics
 
 
 def perf_metrics(
-    timers: dict[str, float], step_seconds: float, tokens_generated: int, ranks: DistContext
+    stages: StageTimes, step_seconds: float, tokens_generated: int, ranks: DistContext
 ) -> dict[str, float]:
     """Stage times of the slowest rank, tokens generated over all ranks, and their rate."""
     times = ranks.max_values(
-        {f"perf/time_{k}_s": v for k, v in timers.items()} | {"perf/time_step_s": step_seconds}
+        {f"perf/time_{k}_s": v for k, v in stages.seconds.items()} | {"perf/time_step_s": step_seconds}
     )
     tokens = ranks.sum_values({"perf/tokens_generated": tokens_generated})["perf/tokens_generated"]
     return times | {

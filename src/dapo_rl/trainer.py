@@ -3,18 +3,20 @@
 Each rollout step: sample prompts -> roll out G responses each -> reward (+ overlong shaping) ->
 keep informative groups (dynamic sampling, more rounds until the batch is full) -> group-relative
 advantages -> optimizer updates over whole-group mini-batches with the clipped token-level loss
--> log -> checkpoint.
+(:class:`dapo_rl.update.PolicyUpdate`) -> the rollout engine takes the new weights
+(``engine.sync_weights()``) -> log -> checkpoint.
 
 DAPO's four techniques and where they live:
 
 1. Clip-Higher: decoupled bounds 1 - clip_ratio_low <= r <= 1 + clip_ratio_high,
-   :func:`dapo_rl.algorithm.policy_loss.clipped_policy_loss`.
+   :func:`dapo_rl.algorithm.policy_loss.clipped_policy_loss` (called by :mod:`dapo_rl.update`).
 2. Dynamic Sampling: :class:`dapo_rl.sampling.GroupCollector` (rounds, admission gate, carry-over)
    with :func:`dapo_rl.algorithm.filtering.filter_groups`.
 3. Token-Level Policy Gradient Loss: ``token-mean`` weights computed once per optimizer mini-batch,
    :func:`dapo_rl.algorithm.aggregation.aggregation_weights`, so micro-batching cannot change it.
 4. Overlong Reward Shaping: :func:`dapo_rl.algorithm.overlong.overlong_penalty` (soft punishment)
-   and the truncation mask (overlong filtering) in :meth:`Trainer._samples`.
+   and overlong filtering, :func:`dapo_rl.algorithm.overlong.truncation_loss_mask` (applied in
+   :meth:`Trainer._samples`).
 
 Launch:
     dapo train                                          # one process, embedded tiny default
@@ -31,9 +33,8 @@ metric is reduced over ranks before rank 0 logs it. The result is the single-pro
 from __future__ import annotations
 
 import hashlib
-import math
+import json
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,40 +43,22 @@ import torch
 
 from dapo_rl import checkpoint as ckpt
 from dapo_rl.algorithm.advantages import ADVANTAGE_ESTIMATORS
-from dapo_rl.algorithm.aggregation import aggregate, aggregation_totals, aggregation_weights
 from dapo_rl.algorithm.filtering import GroupView
-from dapo_rl.algorithm.guards import importance_ratio_guard
-from dapo_rl.algorithm.kl import kl_penalty
-from dapo_rl.algorithm.overlong import overlong_penalty
-from dapo_rl.algorithm.policy_loss import accumulate_policy_metrics, clipped_policy_loss
-from dapo_rl.batch import (
-    MicroBatch,
-    TrainSample,
-    collate,
-    padding_sample,
-    plan_micro_batches,
-    sequence_logprobs,
-    split_by_groups,
-)
+from dapo_rl.algorithm.overlong import overlong_penalty, truncation_loss_mask
+from dapo_rl.batch import TrainSample
 from dapo_rl.config import DapoConfig, load_config
-from dapo_rl.distributed import (
-    DistContext,
-    clip_grad_norm,
-    gathered,
-    init_distributed,
-    merge_evaluations,
-    pad_plan,
-    sync_gradients,
-    wrap_policy,
-)
+from dapo_rl.data.encoder import PromptEncoder
+from dapo_rl.distributed import DistContext, gathered, init_distributed, wrap_policy
+from dapo_rl.eval_metrics import merge_evaluations, scalar_metrics
+from dapo_rl.evaluation import EvalSpec, evaluate
 from dapo_rl.lifecycle import GracefulStop, RunClock, print_summary, progress_bar
 from dapo_rl.optim import build_optimizer
+from dapo_rl.plots import plot_run
 from dapo_rl.plugins import resolve_filter, resolve_reward, resolve_template
 from dapo_rl.rewards.runner import RewardRunner
 from dapo_rl.rollout import ROLLOUT_ENGINES
 from dapo_rl.rollout.base import SamplingParams
 from dapo_rl.runtime import (
-    PromptEncoder,
     build_datasets,
     eos_token_ids,
     load_model_and_tokenizer,
@@ -83,21 +66,21 @@ from dapo_rl.runtime import (
     open_run,
 )
 from dapo_rl.sampling import Collected, Group, GroupCollector
-from dapo_rl.step_metrics import perf_metrics, rollout_metrics, trained_metrics, update_metrics
+from dapo_rl.step_metrics import (
+    RewardCounts,
+    RunTotals,
+    StageTimes,
+    perf_metrics,
+    rollout_metrics,
+    trained_metrics,
+)
+from dapo_rl.update import PolicyUpdate
 
 
 def derive_seed(*parts: int | str) -> int:
     """A stable 31-bit seed from (run seed, step, round, ...), the same after a resume."""
     digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
-
-
-RUN_COUNTERS = ("reward/timeouts_total", "reward/errors_total")
-"""Running totals logged every step (on every rank from the start, so ranks reduce the same keys)."""
-
-
-class NonFiniteError(RuntimeError):
-    """Too many consecutive optimizer updates had a non-finite loss or gradient."""
 
 
 class Trainer:
@@ -129,14 +112,15 @@ class Trainer:
             path = model_dir(cfg) if not resume else ckpt.latest_checkpoint(run_dir) / "model"
         self.model, self.tokenizer = load_model_and_tokenizer(path, cfg, self.device)
         self.policy = wrap_policy(self.model, self.dist, cfg.distributed)  # what trains and samples
-        d = cfg.data
-        template = template or resolve_template(d.template)
-        self.encode = PromptEncoder(self.tokenizer, template, d.use_chat_template, d.system_prompt)
+        data = cfg.data
+        template = template or resolve_template(data.template)
+        self.encode = PromptEncoder(self.tokenizer, template, data.use_chat_template, data.system_prompt)
         self.dataset, self.eval_rows = build_datasets(cfg, self.encode, train_rows, eval_rows)
         self.eos_ids = eos_token_ids(self.tokenizer, self.model)
-        r = cfg.reward
-        reward_fn = reward_fn or resolve_reward(r.name)
-        self.reward = RewardRunner(reward_fn, r.timeout_s, r.num_workers, self.tokenizer.eos_token)
+        reward_fn = reward_fn or resolve_reward(cfg.reward.name)
+        self.reward = RewardRunner(
+            reward_fn, cfg.reward.timeout_s, cfg.reward.num_workers, self.tokenizer.eos_token
+        )
         self.engine = ROLLOUT_ENGINES.get(cfg.rollout.engine)(
             self.policy, self.tokenizer, cfg.rollout.max_batch_sequences
         )
@@ -147,8 +131,11 @@ class Trainer:
             group_filter or resolve_filter(ds.filter), ds.on_shortfall, ds.carry_over, ranks=self.dist,
         )  # fmt: skip
         self.optimizer, self.scheduler = build_optimizer(self.policy, cfg)
-        self.step, self.updates, self.nonfinite_in_row = 0, 0, 0
-        self.counters: dict[str, float] = defaultdict(float, dict.fromkeys(RUN_COUNTERS, 0.0))
+        self.step, self.totals = 0, RunTotals()
+        self.update = PolicyUpdate(
+            cfg, self.policy, self.ref_policy, self.optimizer, self.scheduler, self.tokenizer.pad_token_id,
+            self.dist, self.totals,
+        )  # fmt: skip
         self.run_dir, self.logger = open_run(cfg, run_dir, self.dist)
         if resume:
             self._restore(ckpt.latest_checkpoint(self.run_dir))
@@ -176,68 +163,67 @@ class Trainer:
         return summary
 
     def train_step(self) -> dict[str, float]:
-        """One rollout step: collect informative groups, then update the policy on them."""
+        """One rollout step: collect informative groups, update the policy on them, and hand the
+        new weights to the rollout engine."""
         self.step += 1
-        self.timers: dict[str, float] = defaultdict(float)
-        self.step_counts = {"reward/timeouts": 0.0, "reward/errors": 0.0, "reward/no_answer": 0.0}
-        t0 = time.perf_counter()
+        self.stages, self.counts = StageTimes(), RewardCounts()
+        step_start = time.perf_counter()
         collected = self.collector.collect(self._generate_round)
+        self.totals.add_step(self.counts)
         samples, metrics = self._samples(collected)
         metrics |= collected.metrics
-        metrics |= rollout_metrics(collected.generated, self.step_counts, dict(self.counters), self.dist)
+        metrics |= rollout_metrics(collected.generated, self.counts, self.totals, self.dist)
         fresh = not self.dist.any(any(g.age > 0 for g in collected.groups))
         if collected.total:
-            metrics |= self._update(samples, collected.total, fresh)
+            metrics |= self.update(samples, collected.total, fresh, self.stages)
+            with self.stages.time("weight_sync"):
+                self.engine.sync_weights()
         else:
             metrics["optim/skipped_empty_step"] = 1.0
         tokens = sum(g.num_tokens for g in collected.generated)
-        metrics |= perf_metrics(self.timers, time.perf_counter() - t0, tokens, self.dist)
-        metrics |= {"optim/lr": self.scheduler.get_last_lr()[0], "optim/updates": self.updates}
+        metrics |= perf_metrics(self.stages, time.perf_counter() - step_start, tokens, self.dist)
+        metrics |= {"optim/lr": self.scheduler.get_last_lr()[0], "optim/updates": self.update.updates}
         return metrics
 
     def _generate_round(self, num_prompts: int, round_index: int) -> list[Group]:
         """Roll out G responses for this rank's share of ``num_prompts`` fresh prompts and score them.
         Every rank draws the same rows from its copy of the stream and keeps its own share."""
-        cfg, r = self.cfg, self.cfg.rollout
+        rollout = self.cfg.rollout
         rows = self.dist.shard(self.dataset.next_batch(num_prompts))
         params = SamplingParams(
-            max_new_tokens=r.max_response_tokens, temperature=r.temperature, top_p=r.top_p, top_k=r.top_k,
-            eos_token_ids=self.eos_ids, stop_strings=r.stop_strings,
-            seed=derive_seed(cfg.train.seed, self.step, round_index, *self.dist.seed_parts),
+            max_new_tokens=rollout.max_response_tokens, temperature=rollout.temperature,
+            top_p=rollout.top_p, top_k=rollout.top_k, eos_token_ids=self.eos_ids,
+            stop_strings=rollout.stop_strings,
+            seed=derive_seed(self.cfg.train.seed, self.step, round_index, *self.dist.seed_parts),
         )  # fmt: skip
-        t = time.perf_counter()
-        prompt_ids = [self.encode(row) for row in rows]
-        with gathered(self.policy):  # decode lengths differ across ranks: no collectives inside
-            outs = self.engine.generate(prompt_ids, cfg.batch.samples_per_prompt, params)
-        self.timers["rollout"] += time.perf_counter() - t
-        return self._score(rows, prompt_ids, outs)
+        with self.stages.time("rollout"):
+            prompt_ids = [self.encode(row) for row in rows]
+            with gathered(self.policy):  # decode lengths differ across ranks: no collectives inside
+                outs = self.engine.generate(prompt_ids, self.cfg.batch.samples_per_prompt, params)
+        with self.stages.time("reward"):
+            return self._score(rows, prompt_ids, outs)
 
     def _score(self, rows: list, prompt_ids: list[list[int]], outs: list[list]) -> list[Group]:
-        t = time.perf_counter()
-        g_size = self.cfg.batch.samples_per_prompt
+        """Task scores from the reward runner, plus overlong shaping: the groups' rewards."""
+        size = self.cfg.batch.samples_per_prompt
         texts = [resp.text for group in outs for resp in group]
-        golds = [row.answer for row in rows for _ in range(g_size)]
-        extras = [row.extra for row in rows for _ in range(g_size)]
-        results, reward_metrics = self.reward.score_batch(texts, golds, extras)
-        for key in ("reward/timeouts", "reward/errors"):  # per step, and the run's running total
-            self.step_counts[key] += reward_metrics[key]
-            self.counters[f"{key}_total"] += reward_metrics[key]
-        self.step_counts["reward/no_answer"] += reward_metrics["reward/no_answer_rate"] * len(results)
+        golds = [row.answer for row in rows for _ in range(size)]
+        extras = [row.extra for row in rows for _ in range(size)]
+        results, batch_metrics = self.reward.score_batch(texts, golds, extras)
+        self.counts.add_batch(results, batch_metrics)
         lengths = torch.tensor([resp.length for group in outs for resp in group], dtype=torch.float32)
         scores = torch.tensor([res.score for res in results], dtype=torch.float32)
-        o = self.cfg.overlong
+        overlong = self.cfg.overlong
         shaped = scores
-        if o.enable:
+        if overlong.enable:
             shaped = scores + overlong_penalty(
-                lengths, self.cfg.rollout.max_response_tokens, o.buffer_tokens, o.penalty_factor
+                lengths, self.cfg.rollout.max_response_tokens, overlong.buffer_tokens, overlong.penalty_factor
             )
         groups = []
-        for i, (row, ids, resp) in enumerate(zip(rows, prompt_ids, outs)):
-            sl = slice(i * g_size, (i + 1) * g_size)
-            groups.append(
-                Group(row, ids, resp, scores[sl].tolist(), [x.acc for x in results[sl]], shaped[sl].tolist())
-            )
-        self.timers["reward"] += time.perf_counter() - t
+        for i, (row, ids, responses) in enumerate(zip(rows, prompt_ids, outs)):
+            part = slice(i * size, (i + 1) * size)
+            accs = [res.acc for res in results[part]]
+            groups.append(Group(row, ids, responses, scores[part].tolist(), accs, shaped[part].tolist()))
         return groups
 
     def _samples(self, collected: Collected) -> tuple[list[TrainSample], dict[str, float]]:
@@ -245,188 +231,49 @@ class Trainer:
         ``TrainSample.group`` is the group's position in the step's batch over all ranks."""
         if not collected.total:
             return [], {"sampling/groups_trained": 0}
-        a, groups = self.cfg.algorithm, collected.groups
+        algo, groups = self.cfg.algorithm, collected.groups
         rewards = torch.tensor([r for g in groups for r in g.rewards], dtype=torch.float32)
-        index = torch.tensor(
-            [p for p, g in zip(collected.positions, groups) for _ in g.responses], dtype=torch.long
-        )
+        flat = [(pos, g, resp) for pos, g in zip(collected.positions, groups) for resp in g.responses]
+        index = torch.tensor([pos for pos, _, _ in flat], dtype=torch.long)
         adv = torch.zeros(0)
         if groups:
-            adv, _ = ADVANTAGE_ESTIMATORS.get(a.advantage)(rewards, index, a.norm_adv_by_std, a.adv_eps)
-        mask_trunc = self.cfg.overlong.mask_truncated
-        responses = [(p, g, resp) for p, g in zip(collected.positions, groups) for resp in g.responses]
+            estimator = ADVANTAGE_ESTIMATORS.get(algo.advantage)
+            adv, _ = estimator(rewards, index, algo.norm_adv_by_std, algo.adv_eps)
+        truncated = torch.tensor([resp.truncated for _, _, resp in flat], dtype=torch.bool)
+        keep = truncation_loss_mask(truncated) if self.cfg.overlong.mask_truncated else torch.ones(len(flat))
         samples = [
-            TrainSample(g.prompt_ids, resp.token_ids, float(adv[k]), p, not (mask_trunc and resp.truncated))
-            for k, (p, g, resp) in enumerate(responses)
+            TrainSample(g.prompt_ids, resp.token_ids, float(adv[i]), pos, bool(keep[i]))
+            for i, (pos, g, resp) in enumerate(flat)
         ]
         return samples, trained_metrics(rewards, adv, samples, self.dist)
-
-    # ---- the update ----------------------------------------------------------------------------
-    def _update(self, samples: list[TrainSample], total_groups: int, fresh: bool) -> dict[str, float]:
-        """Optimizer updates over whole-group mini-batches, ``epochs_per_step`` passes. Old log-probs
-        are skipped only for a single update on fresh data, where the ratio is exactly 1. Every rank
-        runs the same mini-batches and the same (padded) number of micro-batches."""
-        minibatches = split_by_groups(samples, self.cfg.batch.prompts_per_update, total_groups)
-        plans = [self._plan(mb) for mb in minibatches]
-        single = fresh and len(minibatches) == 1 and self.cfg.batch.epochs_per_step == 1
-        t = time.perf_counter()
-        old = None if single else self._frozen_logprobs(self.policy, minibatches, plans)
-        ref = self._frozen_logprobs(self.ref_policy, minibatches, plans) if self.ref_policy else None
-        self.timers["old_logprobs"] += time.perf_counter() - t
-        t = time.perf_counter()
-        policy, extra = None, defaultdict(float)
-        for _ in range(self.cfg.batch.epochs_per_step):
-            for i, (mb, plan) in enumerate(zip(minibatches, plans)):
-                p, e = self._optimizer_update(mb, plan, old[i] if old else None, ref[i] if ref else None)
-                policy = accumulate_policy_metrics(policy, p)
-                for k, v in e.items():
-                    extra[k] += v
-        self.timers["update"] += time.perf_counter() - t
-        n_updates = len(minibatches) * self.cfg.batch.epochs_per_step
-        return update_metrics(policy, extra, n_updates, self.cfg.batch.epochs_per_step, self.dist)
-
-    def _plan(self, samples: list[TrainSample]) -> list[list[int]]:
-        """Micro-batches by token budget, padded with empty ones to the longest plan over ranks."""
-        plan = plan_micro_batches([s.num_tokens for s in samples], self.cfg.batch.micro_batch_tokens)
-        return pad_plan(plan, self.dist)
-
-    def _micro_batch(self, samples: list[TrainSample], idx: list[int]) -> MicroBatch:
-        """The micro-batch of rows ``idx``; an empty ``idx`` is a zero-weight padding micro-batch."""
-        pad = self.tokenizer.pad_token_id
-        if not idx:
-            return collate([padding_sample(pad)], [0], pad, self.device)
-        return collate(samples, idx, pad, self.device)
-
-    @torch.no_grad()
-    def _frozen_logprobs(
-        self, model: torch.nn.Module, minibatches: list[list[TrainSample]], plans: list[list[list[int]]]
-    ) -> list[list[torch.Tensor]]:
-        """Log-probs under a frozen policy (the pre-update policy or the reference), per mini-batch
-        and micro-batch."""
-        t = self.cfg.rollout.temperature
-        return [
-            [sequence_logprobs(model, self._micro_batch(mb, idx), t)[0] for idx in plan]
-            for mb, plan in zip(minibatches, plans)
-        ]
-
-    def _loss_weights(self, samples: list[TrainSample]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-token loss weights of the whole mini-batch, normalised over ALL ranks (semantics §7),
-        and the per-response advantages."""
-        if samples:
-            mask = collate(
-                samples, list(range(len(samples))), self.tokenizer.pad_token_id, self.device
-            ).response_mask
-        else:  # this rank holds no group of the mini-batch; it still counts in the all-reduce
-            mask = torch.zeros((0, 1), device=self.device)
-        group = torch.tensor([s.group for s in samples], dtype=torch.long, device=self.device)
-        totals = aggregation_totals(mask, group, all_reduce=self.dist.all_reduce_sum)
-        a = self.cfg.algorithm
-        weights = aggregation_weights(mask, group, a.loss_agg_mode, totals, self.cfg.loss_norm_tokens)
-        advantages = torch.tensor([s.advantage for s in samples], device=self.device)
-        return weights, advantages
-
-    def _optimizer_update(
-        self,
-        samples: list[TrainSample],
-        plan: list[list[int]],
-        old: list[torch.Tensor] | None,
-        ref: list[torch.Tensor] | None,
-    ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-        """One optimizer update: loss weights over the whole mini-batch, micro-batches accumulate,
-        gradients are summed over ranks."""
-        weights, advantages = self._loss_weights(samples)
-        policy = None
-        extra: dict[str, float] = defaultdict(float, {"loss/guard_skipped_microbatches": 0.0})
-        self.policy.train()
-        for j, idx in enumerate(plan):
-            mb = self._micro_batch(samples, idx)
-            w = weights[idx, : mb.response_mask.shape[1]] if idx else torch.zeros_like(mb.response_mask)
-            adv = advantages[idx] if idx else torch.zeros(1, device=self.device)
-            loss, m = self._micro_loss(mb, w, adv, old[j] if old else None, ref[j] if ref else None, extra)
-            policy = accumulate_policy_metrics(policy, m)
-            loss.backward()
-            extra["loss"] += float(loss.detach())
-        sync_gradients(self.policy, self.dist)
-        extra |= self._step_optimizer(extra["loss"])
-        return policy, extra
-
-    def _micro_loss(
-        self,
-        mb: MicroBatch,
-        w: torch.Tensor,
-        adv: torch.Tensor,
-        old_logp: torch.Tensor | None,
-        ref_logp: torch.Tensor | None,
-        extra: dict[str, float],
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The weighted loss of one micro-batch (clipped policy loss + KL - entropy bonus)."""
-        a = self.cfg.algorithm
-        logp, entropy = sequence_logprobs(self.policy, mb, self.cfg.rollout.temperature, with_entropy=True)
-        old_logp = old_logp if old_logp is not None else logp.detach()
-        tok_loss, m = clipped_policy_loss(
-            logp, old_logp, adv, mb.response_mask, a.clip_ratio_low, a.clip_ratio_high, a.clip_ratio_c
-        )
-        loss = aggregate(tok_loss, w)
-        extra["entropy_sum"] += float((entropy.detach() * mb.response_mask).sum())
-        if ref_logp is not None:
-            kl = kl_penalty(logp, ref_logp, a.kl_estimator)
-            extra["kl_ref_sum"] += float((kl.detach() * mb.response_mask).sum())
-            loss = loss + a.kl_coef * aggregate(kl, w)
-        if a.entropy_coef:
-            loss = loss - a.entropy_coef * aggregate(entropy, w)
-        ok, _ = importance_ratio_guard(logp.detach(), old_logp, mb.response_mask, a.max_importance_ratio)
-        if not ok:  # no gradient from this micro-batch; backward still runs (FSDP needs every rank)
-            extra["loss/guard_skipped_microbatches"] += 1
-            loss = loss * 0.0
-        return loss, m
-
-    def _step_optimizer(self, local_loss: float) -> dict[str, float]:
-        """Clip, check finiteness (of the loss summed over ranks and the global gradient norm, so
-        every rank decides alike), step; a non-finite update is skipped and counted."""
-        total_loss = self.dist.sum_values({"loss": local_loss})["loss"]
-        grad_norm = clip_grad_norm(self.policy, self.cfg.optim.grad_clip or float("inf"))
-        finite = math.isfinite(grad_norm) and math.isfinite(total_loss)
-        if finite:
-            self.optimizer.step()
-            self.scheduler.step()
-            self.updates += 1
-            self.nonfinite_in_row = 0
-        else:
-            self.nonfinite_in_row += 1
-            self.counters["optim/nonfinite_skipped"] += 1
-            if self.nonfinite_in_row >= self.cfg.train.max_nonfinite_updates:
-                raise NonFiniteError(
-                    f"{self.nonfinite_in_row} consecutive updates had a non-finite loss or gradient "
-                    f"(last loss {total_loss}, grad norm {grad_norm}); lower optim.lr or check the data"
-                )
-        self.optimizer.zero_grad(set_to_none=True)
-        return {"grad_norm": grad_norm if finite else 0.0}
 
     def _load_reference(self, path: Path) -> torch.nn.Module:
         ref, _ = load_model_and_tokenizer(path, self.cfg, self.device)
         ref.requires_grad_(False)
         return wrap_policy(ref.eval(), self.dist, self.cfg.distributed)
 
+    @property
+    def updates(self) -> int:
+        """Optimizer updates taken so far in the run."""
+        return self.update.updates
+
     # ---- evaluation, logging, checkpoints, signals ---------------------------------------------
     def evaluate(self) -> dict[str, Any] | None:
         """avg@k / pass@k / maj@k on the held-out rows (None when there are none); each rank
-        evaluates its share and the per-problem results are merged."""
+        evaluates its share with the rollout engine and the per-problem results are merged."""
         if not self.eval_rows:
             return None
-        from dapo_rl.evaluation import evaluate, scalar_metrics
-
-        e, rows = self.cfg.eval, self.dist.shard(self.eval_rows)
-        part = None
+        cfg = self.cfg
+        spec = EvalSpec(
+            k=cfg.eval.k, max_response_tokens=cfg.eval_max_response_tokens, eos_token_ids=self.eos_ids,
+            temperature=cfg.eval.temperature, top_p=cfg.eval.top_p, stop_strings=cfg.rollout.stop_strings,
+            seed=derive_seed(cfg.train.seed, "eval", self.step, *self.dist.seed_parts),
+        )  # fmt: skip
+        rows, part = self.dist.shard(self.eval_rows), None
         with gathered(self.policy):
             if rows:
-                part = evaluate(
-                    self.model, self.tokenizer, rows, self.reward, e.k, self.cfg.eval_max_response_tokens,
-                    e.temperature, e.top_p, self.encode.template, self.cfg.data.use_chat_template,
-                    self.cfg.data.system_prompt, progress=False, engine=self.engine,
-                    seed=derive_seed(self.cfg.train.seed, "eval", self.step, *self.dist.seed_parts),
-                    stop_strings=self.cfg.rollout.stop_strings,
-                )  # fmt: skip
-        result = merge_evaluations(self.dist.gather_objects(part), e.k)
+                part = evaluate(self.engine, self.encode, self.reward, rows, spec)
+        result = merge_evaluations(self.dist.gather_objects(part), spec.k)
         self.logger.log(self.step, {f"eval/{k}": v for k, v in scalar_metrics(result).items()})
         return result
 
@@ -438,10 +285,11 @@ class Trainer:
             acc=f"{metrics.get('reward/acc', float('nan')):.2f}",
             keep=f"{metrics.get('sampling/keep_rate', float('nan')):.2f}",
         )
-        c, e = self.cfg.checkpoint, self.cfg.eval
-        if e.every_steps and self.step % e.every_steps == 0 and self.step < self.cfg.train.total_steps:
+        not_last = self.step < self.cfg.train.total_steps
+        every_eval, every_save = self.cfg.eval.every_steps, self.cfg.checkpoint.every_steps
+        if every_eval and self.step % every_eval == 0 and not_last:
             self.evaluate()
-        if c.every_steps and self.step % c.every_steps == 0 and self.step < self.cfg.train.total_steps:
+        if every_save and self.step % every_save == 0 and not_last:
             self.save()
 
     def _stop_agreed(self) -> bool:
@@ -454,13 +302,13 @@ class Trainer:
         return {
             "scheduler": self.scheduler.state_dict(),
             "dataset": self.dataset.state_dict(),
-            "updates": self.updates,
-            "nonfinite_in_row": self.nonfinite_in_row,
+            "updates": self.update.updates,
+            "nonfinite_in_row": self.update.nonfinite_in_row,
         }
 
     def local_state_dict(self) -> dict[str, Any]:
         """What is this rank's own: its carry-over buffer and its counters."""
-        return {"collector": self.collector.state_dict(), "counters": dict(self.counters)}
+        return {"collector": self.collector.state_dict(), "counters": self.totals.to_dict()}
 
     def save(self) -> Path:
         path = ckpt.save_checkpoint(
@@ -468,8 +316,6 @@ class Trainer:
             self.local_state_dict(), self.cfg.checkpoint.keep_last, self.dist,
         )  # fmt: skip
         if self.cfg.logging.plots and self.dist.is_main:
-            from dapo_rl.plots import plot_run
-
             plot_run(self.run_dir)
         return path
 
@@ -478,22 +324,18 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.dataset.load_state_dict(state["dataset"])
         self.collector.load_state_dict(state["collector"])
-        self.counters = defaultdict(float, state["counters"])
-        self.step, self.updates = state["step"], state["updates"]
-        self.nonfinite_in_row = state["nonfinite_in_row"]
+        self.totals.load(state["counters"])
+        self.step, self.update.updates = state["step"], state["updates"]
+        self.update.nonfinite_in_row = state["nonfinite_in_row"]
         ckpt.set_rng_state(state["rng"])
         self.logger.truncate_after(self.step)
 
     def _finish(self, summary: dict[str, Any]) -> None:
-        import json
-
         self.logger.close()
         self.reward.close()
         if self.dist.is_main:
             (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
             if self.cfg.logging.plots:
-                from dapo_rl.plots import plot_run
-
                 plot_run(self.run_dir)
             if self.cfg.logging.progress:
                 print_summary(summary)
@@ -520,22 +362,3 @@ def train(
         template=template,
     )  # fmt: skip
     return trainer.fit()
-
-
-def train_from_cli(config: str | None, overrides: list[str], resume: str | None) -> dict[str, Any]:
-    """``dapo train``: a new run from a preset, or ``--resume RUN_DIR`` (overrides apply on top)."""
-    if resume:
-        run_dir = Path(resume)
-        if not (run_dir / "config.yaml").is_file():
-            raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
-        ckpt.latest_checkpoint(run_dir)  # fail early and clearly when there is nothing to resume
-        cfg = load_config(run_dir / "config.yaml", overrides)
-        return Trainer(cfg, run_dir=run_dir, resume=True).fit()
-    cfg = load_config(config, overrides)
-    name = cfg.logging.run_name
-    if name and ckpt.list_checkpoints(Path(cfg.logging.run_dir) / name):
-        raise ValueError(
-            f"run directory {Path(cfg.logging.run_dir) / name} already has checkpoints: "
-            "resume it with --resume, or choose another logging.run_name"
-        )
-    return Trainer(cfg).fit()

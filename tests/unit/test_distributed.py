@@ -10,12 +10,11 @@ import torch
 from dapo_rl.distributed import (
     DistContext,
     init_distributed,
-    merge_evaluations,
     pad_plan,
     shard_bounds,
     wants_fsdp,
 )
-from dapo_rl.evaluation import summarize
+from dapo_rl.eval_metrics import merge_evaluations, summarize
 
 
 @pytest.mark.parametrize(("n", "world"), [(0, 2), (1, 2), (6, 2), (7, 3), (5, 8)])

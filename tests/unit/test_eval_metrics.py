@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from dapo_rl.evaluation import (
+from dapo_rl.eval_metrics import (
     avg_at_k,
     maj_at_k,
     majority_vote,

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
+from dapo_rl.data.encoder import PromptEncoder
 from dapo_rl.data.types import PromptRow
-from dapo_rl.evaluation import evaluate, to_json
+from dapo_rl.eval_metrics import to_json
+from dapo_rl.evaluation import EvalSpec, evaluate
 from dapo_rl.rewards.runner import RewardRunner
 from dapo_rl.rollout.base import Response, SamplingParams
 
@@ -70,25 +71,13 @@ SCRIPT: dict[str, list[str | None]] = {
 @pytest.mark.parametrize("batch_prompts", [1, 2, 64])
 def test_evaluate_records_and_metrics(batch_prompts: int) -> None:
     engine = _ScriptedEngine(SCRIPT)
-    model = torch.nn.Linear(1, 1)
-    model.train()
+    encode = PromptEncoder(_CharTokenizer(), "plain", use_chat_template=False, system_prompt=None)
+    spec = EvalSpec(
+        k=3, max_response_tokens=32, eos_token_ids=[0], temperature=1.0, top_p=0.7, seed=5,
+        batch_prompts=batch_prompts,
+    )  # fmt: skip
     with RewardRunner("synthetic", timeout_s=None, eos_text=_CharTokenizer.eos_token) as runner:
-        out = evaluate(
-            model,
-            _CharTokenizer(),
-            _rows(),
-            runner,
-            k=3,
-            max_response_tokens=32,
-            temperature=1.0,
-            top_p=0.7,
-            template="plain",
-            seed=5,
-            batch_prompts=batch_prompts,
-            progress=False,
-            engine=engine,
-        )
-    assert model.training  # restored
+        out = evaluate(engine, encode, runner, _rows(), spec)
     assert out["num_problems"] == 3 and out["k"] == 3
     assert [p["uid"] for p in out["problems"]] == ["p0", "p1", "p2"]
     assert [p["num_correct"] for p in out["problems"]] == [2, 0, 1]
@@ -113,12 +102,13 @@ def test_evaluate_records_and_metrics(batch_prompts: int) -> None:
 
 def test_evaluate_rejects_empty_and_bad_k() -> None:
     engine = _ScriptedEngine(SCRIPT)
+    encode = PromptEncoder(_CharTokenizer(), "plain", use_chat_template=False, system_prompt=None)
+    kwargs = dict(max_response_tokens=8, eos_token_ids=[0], temperature=1.0, top_p=1.0)
     with RewardRunner("synthetic", timeout_s=None) as runner:
-        kwargs = dict(max_response_tokens=8, temperature=1.0, top_p=1.0, template="plain", engine=engine)
         with pytest.raises(ValueError, match="no problems"):
-            evaluate(torch.nn.Linear(1, 1), _CharTokenizer(), [], runner, k=2, **kwargs)
+            evaluate(engine, encode, runner, [], EvalSpec(k=2, **kwargs))
         with pytest.raises(ValueError, match="k must be"):
-            evaluate(torch.nn.Linear(1, 1), _CharTokenizer(), _rows(), runner, k=0, **kwargs)
+            evaluate(engine, encode, runner, _rows(), EvalSpec(k=0, **kwargs))
 
 
 def test_to_json_round_trips_with_one_line_per_problem() -> None:

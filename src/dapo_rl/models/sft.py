@@ -48,8 +48,10 @@ import torch
 from tqdm.auto import tqdm
 
 from dapo_rl.data import synthetic
+from dapo_rl.data.encoder import PromptEncoder
+from dapo_rl.evaluation import EvalSpec, evaluate
 from dapo_rl.models.tiny import build_tiny_model, build_tokenizer, default_cache_dir
-from dapo_rl.rollout.base import SamplingParams
+from dapo_rl.rewards.runner import RewardRunner
 from dapo_rl.rollout.hf_engine import HFRolloutEngine
 
 #: Bump when the SFT recipe changes in a way that changes the cached model.
@@ -154,41 +156,40 @@ def _lr_factor(step: int, warmup: int, total: int) -> float:
 def evaluate_warm_model(
     model: torch.nn.Module, tokenizer: Any, problems: int = 200, samples: int = 8, seed: int = 0
 ) -> dict[str, Any]:
-    """Accuracy on ``problems`` held-out problems: greedy, and ``samples`` samples at temperature 1.
+    """Accuracy on ``problems`` held-out problems: greedy, and ``samples`` samples at temperature 1,
+    through :func:`dapo_rl.evaluation.evaluate` with the synthetic reward.
 
     Also the fraction of problems whose samples are mixed / all right / all wrong (the DAPO
-    dynamic-sampling view) and the per-level sampled accuracy.
+    dynamic-sampling view), the per-level sampled accuracy and the carries left out.
     """
     rows = synthetic.make_rows(problems, seed=seed, split="test")
-    prompts = tokenizer([r.prompt for r in rows])["input_ids"]
     engine = HFRolloutEngine(model, tokenizer)
-    base = {"max_new_tokens": EVAL_MAX_NEW_TOKENS, "eos_token_ids": [tokenizer.eos_token_id]}
-    greedy = engine.generate(prompts, 1, SamplingParams(temperature=0.0, **base))
-    sampled = engine.generate(prompts, samples, SamplingParams(temperature=1.0, seed=seed, **base))
-
-    def right(row: Any, text: str) -> bool:
-        return synthetic.extract_answer(text) == int(row.answer)
-
-    greedy_right = [right(r, g[0].text) for r, g in zip(rows, greedy)]
-    counts = [sum(right(r, s.text) for s in group) for r, group in zip(rows, sampled)]
+    encode = PromptEncoder(tokenizer, "plain", use_chat_template=False, system_prompt=None)
+    base = {"max_response_tokens": EVAL_MAX_NEW_TOKENS, "eos_token_ids": [tokenizer.eos_token_id]}
+    one_batch = {"batch_prompts": len(rows), "seed": seed}  # every prompt in one call, seeded once
+    with RewardRunner("synthetic", timeout_s=None) as reward:
+        greedy = evaluate(engine, encode, reward, rows, EvalSpec(k=1, temperature=0.0, **base, **one_batch))
+        sampled = evaluate(
+            engine, encode, reward, rows, EvalSpec(k=samples, keep_texts=True, **base, **one_batch)
+        )
+    counts = [p["num_correct"] for p in sampled["problems"]]
     per_level: dict[str, float] = {}
     for level in sorted({r.extra["level"] for r in rows}):
         idx = [i for i, r in enumerate(rows) if r.extra["level"] == level]
         per_level[str(level)] = sum(counts[i] for i in idx) / (samples * len(idx))
-    lengths = [s.length for group in sampled for s in group]
-    carries = [synthetic.forgotten_carries(s.text) for group in sampled for s in group]
+    carries = [synthetic.forgotten_carries(t) for p in sampled["problems"] for t in p["texts"]]
     due = sum(d for d, _ in carries)
     return {
         "eval_problems": problems,
         "eval_samples_per_problem": samples,
-        "greedy_accuracy": sum(greedy_right) / problems,
-        "sampled_accuracy": sum(counts) / (samples * problems),
+        "greedy_accuracy": greedy["avg_at_k"]["mean"],
+        "sampled_accuracy": sampled["avg_at_k"]["mean"],
         "groups_mixed": sum(0 < c < samples for c in counts) / problems,
         "groups_all_right": sum(c == samples for c in counts) / problems,
         "groups_all_wrong": sum(c == 0 for c in counts) / problems,
         "sampled_accuracy_per_level": per_level,
-        "sampled_mean_length": sum(lengths) / len(lengths),
-        "sampled_truncated": sum(s.truncated for group in sampled for s in group) / len(lengths),
+        "sampled_mean_length": sampled["mean_response_tokens"],
+        "sampled_truncated": sampled["truncation_rate"],
         "sampled_forgotten_carry_rate": sum(f for _, f in carries) / due if due else 0.0,
     }
 

@@ -49,8 +49,15 @@ class Response:
 
 
 class RolloutEngine(Protocol):
-    """Anything that samples ``n`` responses for each prompt."""
+    """Anything that samples ``n`` responses for each prompt from the policy it was built with."""
 
     def generate(self, prompt_ids: list[list[int]], n: int, params: SamplingParams) -> list[list[Response]]:
         """Return ``n`` responses per prompt, as ``result[prompt_index][sample_index]``."""
+        ...
+
+    def sync_weights(self) -> None:
+        """Make the policy's current weights the ones the engine samples from. The trainer calls it
+        once after each step's optimizer updates, whatever the engine. An engine that samples from
+        the live policy module (the hf engine) has nothing to do; one that holds its own copy of the
+        weights (vLLM) pushes them here."""
         ...

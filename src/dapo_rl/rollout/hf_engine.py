@@ -200,6 +200,10 @@ class HFRolloutEngine:
             self.model.train(was_training)
         return results  # type: ignore[return-value]
 
+    def sync_weights(self) -> None:
+        """Nothing to do: this engine samples from the live policy module, so it always has the
+        current weights."""
+
     # ------------------------------------------------------------------ planning
     @staticmethod
     def _validate(prompt_ids: list[list[int]], n: int, params: SamplingParams) -> None:
