@@ -121,7 +121,9 @@ class DataConfig(_Section):
 
 class RolloutConfig(_Section):
     engine: str = "hf"
-    """Rollout engine name (``hf``: batched KV-cache decoding with any HF causal LM)."""
+    """Rollout engine name: ``hf`` (batched KV-cache decoding with any HF causal LM, samples from the
+    live policy) or ``vllm`` (a colocated in-process vLLM engine; weights pushed after every step;
+    docs/vllm.md)."""
     max_response_tokens: int = Field(20480, ge=1)
     """Generation cap L_max in tokens; also the overlong shaping L_max (they cannot drift apart)."""
     temperature: float = Field(1.0, ge=0.0)
@@ -133,7 +135,25 @@ class RolloutConfig(_Section):
     stop_strings: list[str] = []
     """Extra stop strings; a response ending on one counts as finished (not truncated)."""
     max_batch_sequences: int = Field(256, ge=1)
-    """Most sequences decoded at once by the engine (memory bound)."""
+    """Most sequences decoded at once by the engine (memory bound; vLLM's ``max_num_seqs``)."""
+    kv_cache_bytes: int | None = Field(None, ge=1)
+    """vllm engine: KV-cache budget in bytes. ``null``: 1 GiB on a CPU (where vLLM would otherwise
+    take a fraction of host RAM), ``gpu_memory_utilization`` on a GPU."""
+    gpu_memory_utilization: float = Field(0.5, gt=0.0, le=1.0)
+    """vllm engine on a GPU: fraction of the device's memory vLLM may take (weights + KV cache); the
+    trainer shares the device, so leave it room. Ignored on a CPU."""
+    sleep_mode: bool = False
+    """vllm engine on a GPU: sleep (weights offloaded, KV cache freed) between rollouts so training
+    gets the memory back; woken before each rollout and weight push. Not available on a CPU."""
+    enforce_eager: bool = True
+    """vllm engine: no CUDA graphs / torch.compile (starts in seconds; on a GPU ``false`` decodes
+    faster after a longer start)."""
+    importance_correction: Literal["none", "tis"] = "none"
+    """Correction for the rollout engine's numerics (training-inference mismatch): ``tis`` multiplies
+    each token's policy loss by min(pi_train / pi_rollout, importance_cap), detached
+    (docs/algorithm.md). Needs the engine's log-probs (the vllm engine always returns them)."""
+    importance_cap: float = Field(2.0, ge=1.0)
+    """C, the cap of the truncated importance weight (``importance_correction: tis``)."""
 
 
 class RewardConfig(_Section):
