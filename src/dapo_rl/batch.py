@@ -34,6 +34,7 @@ class TrainSample:
     advantage: float
     group: int
     loss_mask: bool = True  # False: masked out entirely (overlong filtering)
+    rollout_logprobs: list[float] | None = None  # the rollout engine's, per response token, if it gave them
 
     @property
     def num_tokens(self) -> int:

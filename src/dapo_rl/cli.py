@@ -142,7 +142,7 @@ def eval_from_cli(args: argparse.Namespace) -> dict[str, Any]:
     from dapo_rl.plugins import resolve_reward, resolve_template
     from dapo_rl.registry import RegistryError
     from dapo_rl.rewards.runner import RewardRunner
-    from dapo_rl.rollout import ROLLOUT_ENGINES
+    from dapo_rl.rollout.factory import build_engine
     from dapo_rl.runtime import eos_token_ids, load_model_and_tokenizer, load_rows, model_dir
 
     cfg = load_config(args.config, args.overrides, check_paths=False)
@@ -175,7 +175,7 @@ def eval_from_cli(args: argparse.Namespace) -> dict[str, Any]:
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
     model, tokenizer = load_model_and_tokenizer(path, cfg, resolve_device(cfg.train.device))
-    engine = ROLLOUT_ENGINES.get(cfg.rollout.engine)(model, tokenizer, cfg.rollout.max_batch_sequences)
+    engine = build_engine(model, tokenizer, cfg)
     encode = PromptEncoder(tokenizer, template, cfg.data.use_chat_template, cfg.data.system_prompt)
     spec = EvalSpec(
         k=k, max_response_tokens=cfg.eval_max_response_tokens, eos_token_ids=eos_token_ids(tokenizer, model),

@@ -56,8 +56,8 @@ from dapo_rl.optim import build_optimizer
 from dapo_rl.plots import plot_run
 from dapo_rl.plugins import resolve_filter, resolve_reward, resolve_template
 from dapo_rl.rewards.runner import RewardRunner
-from dapo_rl.rollout import ROLLOUT_ENGINES
 from dapo_rl.rollout.base import SamplingParams
+from dapo_rl.rollout.factory import build_engine
 from dapo_rl.runtime import (
     build_datasets,
     eos_token_ids,
@@ -121,9 +121,7 @@ class Trainer:
         self.reward = RewardRunner(
             reward_fn, cfg.reward.timeout_s, cfg.reward.num_workers, self.tokenizer.eos_token
         )
-        self.engine = ROLLOUT_ENGINES.get(cfg.rollout.engine)(
-            self.policy, self.tokenizer, cfg.rollout.max_batch_sequences
-        )
+        self.engine = build_engine(self.policy, self.tokenizer, cfg)
         self.ref_policy = self._load_reference(model_dir(cfg)) if cfg.algorithm.kl_coef > 0 else None
         ds = cfg.dynamic_sampling
         self.collector = GroupCollector(
@@ -139,6 +137,7 @@ class Trainer:
         self.run_dir, self.logger = open_run(cfg, run_dir, self.dist)
         if resume:
             self._restore(ckpt.latest_checkpoint(self.run_dir))
+            self.engine.sync_weights()  # an engine holding its own weights takes the restored ones
         self.stop = GracefulStop()
 
     # ---- the loop ------------------------------------------------------------------------------
@@ -195,6 +194,7 @@ class Trainer:
             top_p=rollout.top_p, top_k=rollout.top_k, eos_token_ids=self.eos_ids,
             stop_strings=rollout.stop_strings,
             seed=derive_seed(self.cfg.train.seed, self.step, round_index, *self.dist.seed_parts),
+            return_logprobs=rollout.importance_correction != "none",
         )  # fmt: skip
         with self.stages.time("rollout"):
             prompt_ids = [self.encode(row) for row in rows]
@@ -242,7 +242,7 @@ class Trainer:
         truncated = torch.tensor([resp.truncated for _, _, resp in flat], dtype=torch.bool)
         keep = truncation_loss_mask(truncated) if self.cfg.overlong.mask_truncated else torch.ones(len(flat))
         samples = [
-            TrainSample(g.prompt_ids, resp.token_ids, float(adv[i]), pos, bool(keep[i]))
+            TrainSample(g.prompt_ids, resp.token_ids, float(adv[i]), pos, bool(keep[i]), resp.logprobs)
             for i, (pos, g, resp) in enumerate(flat)
         ]
         return samples, trained_metrics(rewards, adv, samples, self.dist)

