@@ -174,7 +174,7 @@ def eval_from_cli(args: argparse.Namespace) -> dict[str, Any]:
     path = Path(model_arg).expanduser() if model_arg is not None else model_dir(cfg)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
-    model, tokenizer = load_model_and_tokenizer(path, cfg, resolve_device(cfg.train.device))
+    model, tokenizer = load_model_and_tokenizer(path, cfg, resolve_device(cfg.train.device), trainable=False)
     engine = build_engine(model, tokenizer, cfg)
     encode = PromptEncoder(tokenizer, template, cfg.data.use_chat_template, cfg.data.system_prompt)
     spec = EvalSpec(

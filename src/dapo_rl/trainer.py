@@ -52,6 +52,8 @@ from dapo_rl.distributed import DistContext, gathered, init_distributed, wrap_po
 from dapo_rl.eval_metrics import merge_evaluations, scalar_metrics
 from dapo_rl.evaluation import EvalSpec, evaluate
 from dapo_rl.lifecycle import GracefulStop, RunClock, print_summary, progress_bar
+from dapo_rl.models.loading import compute_dtype
+from dapo_rl.models.lora import AdaptersDisabled
 from dapo_rl.optim import build_optimizer
 from dapo_rl.plots import plot_run
 from dapo_rl.plugins import resolve_filter, resolve_reward, resolve_template
@@ -111,7 +113,8 @@ class Trainer:
         with self.dist.main_first():  # rank 0 builds the cached warm-started model first
             path = model_dir(cfg) if not resume else ckpt.latest_checkpoint(run_dir) / "model"
         self.model, self.tokenizer = load_model_and_tokenizer(path, cfg, self.device)
-        self.policy = wrap_policy(self.model, self.dist, cfg.distributed)  # what trains and samples
+        # what trains and samples: float32 master weights, forward and backward in model.dtype
+        self.policy = wrap_policy(self.model, self.dist, cfg.distributed, compute_dtype(cfg))
         data = cfg.data
         template = template or resolve_template(data.template)
         self.encode = PromptEncoder(self.tokenizer, template, data.use_chat_template, data.system_prompt)
@@ -247,10 +250,13 @@ class Trainer:
         ]
         return samples, trained_metrics(rewards, adv, samples, self.dist)
 
-    def _load_reference(self, path: Path) -> torch.nn.Module:
-        ref, _ = load_model_and_tokenizer(path, self.cfg, self.device)
-        ref.requires_grad_(False)
-        return wrap_policy(ref.eval(), self.dist, self.cfg.distributed)
+    def _load_reference(self, path: Path) -> Any:
+        """The frozen KL reference: with LoRA the live policy with its adapters off (no copy),
+        else the initial model again, stored in the compute dtype."""
+        if self.cfg.model.lora.rank > 0:
+            return AdaptersDisabled(self.policy)
+        ref, _ = load_model_and_tokenizer(path, self.cfg, self.device, trainable=False)
+        return wrap_policy(ref, self.dist, self.cfg.distributed, compute_dtype(self.cfg))
 
     @property
     def updates(self) -> int:

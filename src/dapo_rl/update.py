@@ -23,6 +23,7 @@ from dapo_rl.batch import (
     MicroBatch,
     TrainSample,
     collate,
+    forward_only_logprobs,
     padding_sample,
     plan_micro_batches,
     sequence_logprobs,
@@ -102,11 +103,13 @@ class PolicyUpdate:
     ) -> list[list[torch.Tensor]]:
         """Log-probs under a frozen policy (the pre-update policy or the reference), per mini-batch
         and micro-batch."""
-        temperature = self.cfg.rollout.temperature
-        return [
-            [sequence_logprobs(model, self._micro_batch(mb, idx), temperature)[0] for idx in plan]
-            for mb, plan in zip(minibatches, plans)
-        ]
+        temperature, batch = self.cfg.rollout.temperature, self.cfg.batch
+        budget = batch.forward_micro_batch_tokens or 2 * batch.micro_batch_tokens  # no activations kept
+        out = []
+        for mb, plan in zip(minibatches, plans):
+            forward_plan = pad_plan(plan_micro_batches([s.num_tokens for s in mb], budget), self.dist)
+            out.append(forward_only_logprobs(model, mb, forward_plan, plan, self._micro_batch, temperature))
+        return out
 
     def _loss_weights(self, samples: list[TrainSample]) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-token loss weights of the whole mini-batch, normalised over ALL ranks (semantics §7),

@@ -24,11 +24,14 @@ cache is not a plain full-attention one, e.g. sliding windows, keep transformers
 The engine samples from the model object it was given (the trainer passes its live policy, so there
 are no weights to sync), in eval mode under ``torch.no_grad`` (not ``inference_mode``, whose
 tensors would break a wrapped policy, e.g. FSDP parameters unsharded while sampling), and
-restores the training mode afterwards.
+restores the training mode afterwards. A policy with a compute dtype below float32
+(``model.dtype``, :meth:`dapo_rl.batch.PolicyModule.autocast`) samples under that autocast, the
+lean decode steps included.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import math
 from dataclasses import dataclass
@@ -191,8 +194,9 @@ class HFRolloutEngine:
         lean = self.decode_path()[0] == "lean"
         was_training = self.model.training
         self.model.eval()
+        compute = getattr(self.model, "autocast", contextlib.nullcontext)  # a PolicyModule's model.dtype
         try:
-            with torch.no_grad():
+            with torch.no_grad(), compute():
                 for chunk in self._chunks(prompt_ids, n, params.max_new_tokens):
                     for (p, s), response in zip(chunk.rows, self._run_chunk(chunk, params, generator, lean)):
                         results[p][s] = response
