@@ -108,6 +108,9 @@ class ScriptedEngine:
     def generate(self, prompt_ids: list[list[int]], n: int, params: SamplingParams) -> list[list[Response]]:
         return [[self._response(p, i, n, params) for i in range(n)] for p in prompt_ids]
 
+    def sync_weights(self) -> None:
+        """Nothing to sync: the responses never depend on the model."""
+
     def _response(self, prompt: list[int], index: int, n: int, params: SamplingParams) -> Response:
         key = hashlib.sha256(repr(prompt).encode()).digest()
         constant = key[0] % 2 == 0
