@@ -54,6 +54,8 @@ class RunClock:
 def _fmt(acc: dict | None) -> str:
     if not acc:
         return "n/a"
+    if not acc["ci95"]:  # fewer than two problems
+        return f"{100 * acc['mean']:.1f}%  ({acc['metric']})"
     lo, hi = acc["ci95"]
     return f"{100 * acc['mean']:.1f}%  (95% CI {100 * lo:.1f}-{100 * hi:.1f}, {acc['metric']})"
 
