@@ -72,6 +72,7 @@ def _import_vllm() -> Any:
     """vllm, imported in-process (heavy optional dependency: imported only when this engine is used)."""
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout is ours (dapo eval's JSON)
     try:
         import vllm  # heavy optional dependency
     except ImportError as err:
