@@ -446,6 +446,40 @@ def _plugin_problems(cfg: DapoConfig) -> list[str]:
     return config_plugin_problems(cfg)
 
 
+def _registry_problems(cfg: DapoConfig) -> list[str]:
+    """Names that must be registered (advantage estimator, rollout engine, group filter, reward,
+    prompt template), checked at load with the valid names in the message. A user-code import path
+    (``module:function``) is checked with the paths instead (:func:`_plugin_problems`)."""
+    # Deferred: the registries live with their implementations (torch, transformers); importing them
+    # at the top would make every `dapo config` command and `import dapo_rl.config` seconds slower.
+    from dapo_rl.algorithm.advantages import ADVANTAGE_ESTIMATORS
+    from dapo_rl.algorithm.filtering import GROUP_FILTERS
+    from dapo_rl.data.templates import PLACEHOLDER, TEMPLATES
+    from dapo_rl.plugins import is_import_path
+    from dapo_rl.registry import RegistryError
+    from dapo_rl.rewards import REWARDS
+    from dapo_rl.rollout import ROLLOUT_ENGINES
+
+    template = cfg.data.template
+    checks = [
+        ("algorithm.advantage", cfg.algorithm.advantage, ADVANTAGE_ESTIMATORS),
+        ("rollout.engine", cfg.rollout.engine, ROLLOUT_ENGINES),
+        ("dynamic_sampling.filter", cfg.dynamic_sampling.filter, GROUP_FILTERS),
+        ("reward.name", cfg.reward.name, REWARDS),
+        ("data.template", None if PLACEHOLDER in template else template, TEMPLATES),
+    ]
+    problems = []
+    for key, name, registry in checks:
+        user_code = key in ("dynamic_sampling.filter", "reward.name", "data.template")
+        if name is None or name in registry or (user_code and is_import_path(name)):
+            continue
+        try:
+            registry.get(name)
+        except RegistryError as exc:
+            problems.append(f"{key}: {exc}")
+    return problems
+
+
 # ---- loading, overrides, errors --------------------------------------------------------------
 
 
@@ -568,7 +602,7 @@ def build_config(tree: dict[str, Any], check_paths: bool = True) -> DapoConfig:
         cfg = DapoConfig.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError([_describe(e) for e in exc.errors()]) from None
-    problems = _cross_field_problems(cfg)
+    problems = _cross_field_problems(cfg) + _registry_problems(cfg)
     if check_paths:  # import paths of user code are paths too
         problems += _plugin_problems(cfg)
     else:

@@ -138,12 +138,14 @@ def resolve_template(spec: str, key: str = "data.template") -> str | Callable[[s
 
 
 def config_plugin_problems(cfg: Any) -> list[str]:
-    """Every import path in ``cfg`` that does not resolve, as messages (empty when all are fine)."""
+    """Every import path in ``cfg`` that does not resolve, as messages (empty when all are fine).
+    Registered names are checked by the config itself when it loads."""
     checks = [
         ("reward.name", cfg.reward.name, resolve_reward),
         ("dynamic_sampling.filter", cfg.dynamic_sampling.filter, resolve_filter),
         ("data.template", cfg.data.template, resolve_template),
     ]
+    checks = [(key, value, resolve) for key, value, resolve in checks if is_import_path(value)]
     if cfg.data.loader is not None:
         checks.append(("data.loader", cfg.data.loader, resolve_loader))
     problems = []

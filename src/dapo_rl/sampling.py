@@ -108,6 +108,7 @@ class GroupCollector:
     enable: bool = True
     metric: Literal["acc", "score", "reward"] = "acc"
     user_filter: Callable[[GroupView], bool] | None = None
+    criterion: str = "std"
     on_shortfall: Literal["train", "error"] = "train"
     carry_over: bool = False
     buffer: list[Group] = field(default_factory=list)
@@ -135,7 +136,7 @@ class GroupCollector:
             fresh = generate(self.prompts_per_round, rounds)
             rounds += 1
             generated += fresh
-            flags, c = filter_groups([g.view() for g in fresh], self.metric, self.user_filter)
+            flags, c = filter_groups([g.view() for g in fresh], self.metric, self.user_filter, self.criterion)
             for key in counts:
                 counts[key] += int(c.get(key, 0))
             batch.offer([g for g, keep in zip(fresh, flags) if keep])

@@ -127,9 +127,11 @@ class Trainer:
         self.engine = build_engine(self.policy, self.tokenizer, cfg)
         self.ref_policy = self._load_reference(model_dir(cfg)) if cfg.algorithm.kl_coef > 0 else None
         ds = cfg.dynamic_sampling
+        user_filter = group_filter or resolve_filter(ds.filter)  # None: the registered criterion
         self.collector = GroupCollector(
             cfg.batch.prompts_per_step, cfg.prompts_per_round, ds.max_rounds, ds.enable, ds.metric,
-            group_filter or resolve_filter(ds.filter), ds.on_shortfall, ds.carry_over, ranks=self.dist,
+            user_filter=user_filter, criterion="std" if user_filter else ds.filter,
+            on_shortfall=ds.on_shortfall, carry_over=ds.carry_over, ranks=self.dist,
         )  # fmt: skip
         self.optimizer, self.scheduler = build_optimizer(self.policy, cfg)
         self.step, self.totals = 0, RunTotals()

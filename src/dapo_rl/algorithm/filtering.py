@@ -103,6 +103,7 @@ def filter_groups(
     groups: list[GroupView],
     metric: str = "acc",
     user_fn: Callable[[GroupView], bool] | None = None,
+    criterion: str = "std",
 ) -> tuple[list[bool], dict[str, int]]:
     """Keep flags for a round of groups, and counts for the ``sampling/`` metrics.
 
@@ -113,6 +114,8 @@ def filter_groups(
         user_fn: replaces the built-in criterion: ``fn(group) -> bool`` (True keeps the group),
             e.g. ``lambda g: 0 < sum(g.accs) < len(g.accs)``. It must return a ``bool``
             (numpy bools accepted); anything else raises TypeError.
+        criterion: without ``user_fn``, the name in ``GROUP_FILTERS`` that decides from the
+            metric values (``"std"``, the built-in; ``dynamic_sampling.filter`` names it).
 
     Returns:
         ``(keep, counts)``: ``keep[i]`` for each group; ``counts`` partitions the groups:
@@ -146,7 +149,7 @@ def filter_groups(
             keep.append(bool(verdict))
     else:
         values = [torch.tensor(_metric_values(g, metric), dtype=torch.float64) for g in groups]
-        keep = select_informative_groups(values).tolist() if groups else []
+        keep = select_informative_groups(values, criterion).tolist() if groups else []
 
     counts = {"total": len(groups), "kept": 0, "all_correct": 0, "all_wrong": 0, "other": 0}
     counts.update(kept_all_correct=0, kept_all_wrong=0)
