@@ -11,6 +11,7 @@ dapo eval --model DIR --data FILE --reward math_dapo -k 32
 dapo sft [--forget-carry P] [--steps N]      # (re)build the warm-started tiny model
 dapo config show [--config X] [key=value ...]
 dapo plot runs/NAME                          # redraw the PNG plots of a run
+dapo samples runs/NAME [--step N] [--eval]   # read what the model wrote (generations, eval responses)
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ def _add_config_args(p: argparse.ArgumentParser) -> None:
         "--config",
         "-c",
         default=None,
-        help="preset name (tiny, gsm8k, dapo_math, paper_32b, grpo_baseline) or a YAML file; default: tiny",
+        help="preset name (tiny, gsm8k, dapo_math, countdown, paper_32b, grpo_baseline) or a YAML file; default: tiny",
     )
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. algorithm.clip_ratio_high=0.3")
 
@@ -84,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     plot = sub.add_parser("plot", help="(re)draw the PNG plots of a run directory")
     plot.add_argument("run_dir")
+
+    samples = sub.add_parser(
+        "samples", help="print a run's generations with their rewards (or an evaluation's responses)"
+    )
+    samples.add_argument("run", help="run directory, or a .jsonl file written by dapo eval -o")
+    samples.add_argument("--step", type=int, default=None, help="this step (default: the latest)")
+    samples.add_argument("--eval", action="store_true", help="the evaluation's responses (eval/step_N.jsonl)")
+    samples.add_argument("--limit", type=int, default=8, help="at most this many problems (default 8)")
     return parser
 
 
@@ -139,6 +148,7 @@ def eval_from_cli(args: argparse.Namespace) -> dict[str, Any]:
     from dapo_rl.distributed import resolve_device
     from dapo_rl.eval_metrics import format_table, to_json
     from dapo_rl.evaluation import EvalSpec, evaluate
+    from dapo_rl.generations import append_jsonl, eval_records, without_responses
     from dapo_rl.plugins import resolve_reward, resolve_template
     from dapo_rl.registry import RegistryError
     from dapo_rl.rewards.runner import RewardRunner
@@ -180,7 +190,7 @@ def eval_from_cli(args: argparse.Namespace) -> dict[str, Any]:
     spec = EvalSpec(
         k=k, max_response_tokens=cfg.eval_max_response_tokens, eos_token_ids=eos_token_ids(tokenizer, model),
         temperature=cfg.eval.temperature, top_p=cfg.eval.top_p, seed=cfg.train.seed,
-        stop_strings=cfg.rollout.stop_strings, progress=True,
+        stop_strings=cfg.rollout.stop_strings, progress=True, keep_texts=args.output is not None,
     )  # fmt: skip
     settings = {
         "model": str(path), "data": data_desc, "reward": reward_name, "k": k,
@@ -192,13 +202,14 @@ def eval_from_cli(args: argparse.Namespace) -> dict[str, Any]:
     with RewardRunner(reward_fn, r.timeout_s, r.num_workers, eos_text=tokenizer.eos_token) as runner:
         result = {"settings": settings, **evaluate(engine, encode, runner, rows, spec)}
     print(format_table(result), file=sys.stderr)
-    text = to_json(result)
+    text = to_json(without_responses(result))
     print(text)
     if args.output is not None:
         out = Path(args.output).expanduser()
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n")
-        print(f"wrote {out}", file=sys.stderr)
+        append_jsonl(out.with_suffix(".jsonl"), eval_records(result), mode="w")  # every response
+        print(f"wrote {out} and {out.with_suffix('.jsonl')} (dapo samples reads it)", file=sys.stderr)
     return result
 
 
@@ -235,6 +246,12 @@ def _cmd_sft(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_samples(args: argparse.Namespace) -> int:
+    from dapo_rl.generations import samples_from_cli
+
+    return samples_from_cli(args.run, args.step, args.eval, args.limit)
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     from dapo_rl.plots import plot_run
 
@@ -243,7 +260,10 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _cmd_train, "eval": _cmd_eval, "sft": _cmd_sft, "config": _cmd_config, "plot": _cmd_plot}
+COMMANDS = {
+    "train": _cmd_train, "eval": _cmd_eval, "sft": _cmd_sft, "config": _cmd_config, "plot": _cmd_plot,
+    "samples": _cmd_samples,
+}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,14 +1,16 @@
 """Evaluation metrics, pure functions over per-problem results: avg@k, pass@k, maj@k, intervals,
 the summary of a result, merging the ranks' results, and printing a result.
 
-Each metric is computed per problem and then averaged over problems with a 95% normal interval
-``mean ± 1.96 · s / sqrt(P)`` (``s`` the sample standard deviation over the P problems, ddof = 1;
-the interval is not clipped to [0, 1], and is ``null`` when P < 2), semantics doc section 10:
+Each metric is computed per problem and then averaged over problems with a 95% interval that stays
+in [0, 1] (:mod:`dapo_rl.intervals`: percentile bootstrap over problems for avg@k, Wilson score
+interval for pass@k and maj@k; ``null`` when P < 2), semantics doc section 10:
 
 - ``avg_at_k``: the fraction of the first k samples that are correct (the paper's AIME avg@32).
 - ``pass_at_k``: the unbiased estimator ``1 - C(n - c, k) / C(n, k)`` from n >= k samples of which c
   are correct (Chen et al. 2021), computed as a product so it never overflows.
-- ``maj_at_k``: majority vote over the parsed answers of the first k samples (see :func:`maj_at_k`).
+- ``maj_at_k``: majority vote over the parsed answers of the first k samples (see :func:`maj_at_k`);
+  unavailable (``mean`` null, with the reason under ``"unavailable"``) when the reward function
+  extracts no answer (it returns a bare score), and so is ``invalid_rate``.
 
 Also reported: ``invalid_rate`` (responses with no parsable answer), ``mean_response_tokens`` and
 ``truncation_rate`` (responses cut at the generation cap without EOS).
@@ -19,14 +21,15 @@ The sampling loop that produces the per-problem results is :func:`dapo_rl.evalua
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-Z95 = 1.96
-"""Normal quantile for a two-sided 95% interval."""
+from dapo_rl.intervals import estimate, unavailable
+
+NO_ANSWERS = "the reward function extracts no answer (it returns a bare score); return RewardResult(pred=...)"
+"""Why maj@k and the invalid rate are unavailable."""
 
 
 # ---- pure metrics ------------------------------------------------------------------------------
@@ -122,28 +125,13 @@ def maj_at_k(
     return out
 
 
-def mean_ci95(values: np.ndarray | Sequence[float]) -> dict[str, Any]:
-    """``{"mean": m, "ci95": [m - 1.96 s/sqrt(P), m + 1.96 s/sqrt(P)]}`` over per-problem values.
-
-    ``s`` is the sample standard deviation (ddof = 1). With fewer than two values the interval is
-    ``None``; with none the mean is ``None`` too.
-    """
-    arr = np.asarray(values, dtype=np.float64)
-    if arr.size == 0:
-        return {"mean": None, "ci95": None}
-    mean = float(arr.mean())
-    if arr.size < 2:
-        return {"mean": mean, "ci95": None}
-    half = Z95 * float(arr.std(ddof=1)) / math.sqrt(arr.size)
-    return {"mean": mean, "ci95": [mean - half, mean + half]}
-
-
 def summarize(
     correct: np.ndarray | Sequence[Sequence[bool]],
     preds: Sequence[Sequence[str | None]],
     k: int,
     lengths: np.ndarray | Sequence[Sequence[int]] | None = None,
     truncated: np.ndarray | Sequence[Sequence[bool]] | None = None,
+    answers_extracted: bool = True,
 ) -> dict[str, Any]:
     """All evaluation metrics over a (P problems x n samples) correctness matrix.
 
@@ -151,21 +139,25 @@ def summarize(
     ``truncated`` (cut at the cap) are optional arrays of shape (P, n); without them the matching
     entries are ``None``. Returns ``avg_at_k``, ``pass_at_k``, ``maj_at_k`` (each
     ``{"mean", "ci95"}``), ``invalid_rate``, ``num_problems``, ``num_samples`` (n), ``k``,
-    ``mean_response_tokens``, ``truncation_rate``. Rates are over all P x n responses.
+    ``mean_response_tokens``, ``truncation_rate``, ``answers_extracted``. Rates are over all P x n
+    responses. ``answers_extracted=False`` (the reward gives no ``pred``) makes maj@k and the invalid
+    rate unavailable instead of 0 and 1.
     """
     mat = _as_matrix(correct, k)
     num_responses = sum(len(r) for r in preds)
     if len(preds) != mat.shape[0] or num_responses != mat.size:
         raise ValueError(f"preds ({len(preds)} problems, {num_responses} answers) does not match {mat.shape}")
     invalid = sum(p is None for row in preds for p in row)
+    maj = estimate(maj_at_k(preds, mat, k), "wilson") if answers_extracted else unavailable(NO_ANSWERS)
     return {
         "num_problems": int(mat.shape[0]),
         "num_samples": int(mat.shape[1]),
         "k": int(k),
-        "avg_at_k": mean_ci95(avg_at_k(mat, k)),
-        "pass_at_k": mean_ci95(pass_at_k_per_problem(mat, k)),
-        "maj_at_k": mean_ci95(maj_at_k(preds, mat, k)),
-        "invalid_rate": invalid / num_responses if num_responses else None,
+        "avg_at_k": estimate(avg_at_k(mat, k), "bootstrap"),
+        "pass_at_k": estimate(pass_at_k_per_problem(mat, k), "wilson"),
+        "maj_at_k": maj,
+        "invalid_rate": invalid / num_responses if num_responses and answers_extracted else None,
+        "answers_extracted": answers_extracted,
         "mean_response_tokens": float(np.mean(lengths)) if lengths is not None and mat.size else None,
         "truncation_rate": float(np.mean(truncated)) if truncated is not None and mat.size else None,
     }
@@ -176,11 +168,15 @@ def scalar_metrics(result: dict[str, Any]) -> dict[str, float]:
     flat: dict[str, float] = {}
     for key, value in result.items():
         if isinstance(value, dict) and "mean" in value:
+            if value["mean"] is None:  # unavailable (no extracted answers) or no problems
+                continue
             flat[key] = value["mean"]
             if value.get("ci95") is not None:  # None with fewer than two problems
                 flat[f"{key}_ci95_low"], flat[f"{key}_ci95_high"] = value["ci95"]
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             flat[key] = value
+    for name, count in result.get("reward", {}).items():  # verifier timeouts and errors
+        flat[name] = count
     return flat
 
 
@@ -194,9 +190,11 @@ def merge_evaluations(parts: list[dict[str, Any] | None], k: int) -> dict[str, A
     lengths = np.array([prob["response_tokens"] for prob in problems])
     # per-problem truncation counts are what the rate needs
     truncated = np.array([[i < prob["num_truncated"] for i in range(lengths.shape[1])] for prob in problems])
+    extracted = all(p.get("answers_extracted", True) for p in parts)
     out = summarize(
-        [prob["correct"] for prob in problems], [prob["preds"] for prob in problems], k, lengths, truncated
-    )
+        [prob["correct"] for prob in problems], [prob["preds"] for prob in problems], k, lengths, truncated,
+        answers_extracted=extracted,
+    )  # fmt: skip
     out["reward"] = {key: sum(p["reward"][key] for p in parts) for key in parts[0]["reward"]}
     out["problems"] = problems
     return out
@@ -207,7 +205,7 @@ def merge_evaluations(parts: list[dict[str, Any] | None], k: int) -> dict[str, A
 
 def _fmt_metric(m: dict[str, Any]) -> str:
     if m["mean"] is None:
-        return "n/a"
+        return f"n/a ({m['unavailable']})" if m.get("unavailable") else "n/a"
     if m["ci95"] is None:
         return f"{m['mean']:.4f}"
     lo, hi = m["ci95"]
@@ -231,6 +229,9 @@ def format_table(result: dict[str, Any]) -> str:
         ("mean response tokens", "n/a" if tokens is None else f"{tokens:.1f}"),
         ("truncation rate", rate(result["truncation_rate"])),
     ]
+    if "reward" in result:  # verifier failures, each scored as a wrong answer
+        failed = result["reward"]
+        rows.append(("reward timeouts / errors", f"{failed['timeouts']} / {failed['errors']}"))
     width = max(len(name) for name, _ in rows)
     lines = [f"{'metric'.ljust(width)}  value  [95% interval]"]
     lines += [f"{name.ljust(width)}  {value}" for name, value in rows]

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from dapo_rl.data.types import PromptRow
 from dapo_rl.eval_metrics import summarize
-from dapo_rl.rewards.runner import RewardRunner
+from dapo_rl.rewards.runner import NO_EXTRACTED_ANSWER, RewardRunner
 from dapo_rl.rollout.base import RolloutEngine, SamplingParams
 
 
@@ -72,7 +72,8 @@ def evaluate(
     (:class:`dapo_rl.data.encoder.PromptEncoder`). Returns the summary plus ``"problems"``: one record
     per row (never one per sample) with ``uid``, ``answer``, ``num_correct``, ``correct`` (k bools),
     ``preds`` (k answers, ``None`` = unparsable), ``response_tokens`` (k lengths) and
-    ``num_truncated`` (and ``texts`` with ``spec.keep_texts``); and ``"reward"``: the summed reward
+    ``num_truncated`` (and with ``spec.keep_texts`` the ``prompt``, the response ``texts``, their
+    ``scores`` and ``finish_reasons``); and ``"reward"``: the summed reward
     failure counts (``timeouts``, ``errors``).
     """
     if not rows:
@@ -82,8 +83,9 @@ def evaluate(
     lengths = np.zeros((len(rows), k), dtype=np.int64)
     truncated = np.zeros((len(rows), k), dtype=bool)
     preds: list[list[str | None]] = []
-    texts: list[list[str]] = []
+    details: list[dict[str, Any]] = []
     failures = {"timeouts": 0, "errors": 0}
+    scored_ok = plain = 0  # results not timed out / failed, and those of them with no extracted answer
     bar = tqdm(total=len(rows), desc="eval", unit="problem", disable=not spec.progress, file=sys.stderr)
     with bar:
         for batch_index, start in enumerate(range(0, len(rows), spec.batch_prompts)):
@@ -101,6 +103,9 @@ def evaluate(
             )
             failures["timeouts"] += int(metrics.get("reward/timeouts", 0))
             failures["errors"] += int(metrics.get("reward/errors", 0))
+            ok = [res for res in results if not ({"timeout", "error"} & res.info.keys())]
+            scored_ok += len(ok)
+            plain += sum(bool(res.info.get(NO_EXTRACTED_ANSWER)) for res in ok)
             for j, group in enumerate(groups):
                 row_index = start + j
                 scored = results[j * k : (j + 1) * k]
@@ -108,10 +113,18 @@ def evaluate(
                 lengths[row_index] = [resp.length for resp in group]
                 truncated[row_index] = [resp.truncated for resp in group]
                 preds.append([res.pred for res in scored])
-                texts.append([resp.text for resp in group])
+                details.append(
+                    {
+                        "prompt": chunk[j].prompt,
+                        "texts": [resp.text for resp in group],
+                        "scores": [res.score for res in scored],
+                        "finish_reasons": [resp.finish_reason for resp in group],
+                    }
+                )
             bar.update(len(chunk))
 
-    out = summarize(correct, preds, k, lengths=lengths, truncated=truncated)
+    extracted = scored_ok == 0 or plain < scored_ok
+    out = summarize(correct, preds, k, lengths=lengths, truncated=truncated, answers_extracted=extracted)
     out["reward"] = failures
     out["problems"] = [
         {
@@ -122,7 +135,7 @@ def evaluate(
             "preds": preds[i],
             "response_tokens": lengths[i].tolist(),
             "num_truncated": int(truncated[i].sum()),
-            **({"texts": texts[i]} if spec.keep_texts else {}),
+            **(details[i] if spec.keep_texts else {}),
         }
         for i, row in enumerate(rows)
     ]

@@ -3,11 +3,60 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
+
+from dapo_rl import metric_names as M
+
+
+def quiet_third_party() -> None:
+    """Our progress bar is the only one: transformers' "Loading weights" / "Writing model shards"
+    bars are switched off (its warnings stay)."""
+    from transformers.utils import logging as hf_logging  # deferred: lifecycle stays light to import
+
+    hf_logging.disable_progress_bar()
+
+
+def _heldout(mean: float | None, ci95: list[float] | None, k: int | None) -> dict | None:
+    return None if mean is None else {"metric": f"avg@{k}", "mean": mean, "ci95": ci95}
+
+
+def run_story(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a run's ``metrics.jsonl`` says over ALL its processes (a resumed run included): total
+    generated and trained tokens, and the first held-out evaluation."""
+    first = next((r for r in records if isinstance(r.get(M.EVAL_AVG_AT_K), (int, float))), None)
+    before = None
+    if first is not None:
+        lo, hi = first.get(M.ci95_low(M.EVAL_AVG_AT_K)), first.get(M.ci95_high(M.EVAL_AVG_AT_K))
+        ci95 = [lo, hi] if lo is not None and hi is not None else None
+        before = _heldout(first[M.EVAL_AVG_AT_K], ci95, first.get(M.eval_key("k")))
+    return {
+        "tokens_generated": sum(r.get(M.PERF_TOKENS_GENERATED, 0.0) for r in records),
+        "tokens_trained": sum(r.get(M.PERF_TOKENS_TRAINED, 0.0) for r in records),
+        "heldout_before": before,
+    }
+
+
+def finished_summary(run_dir: Path, step: int, total_steps: int, announce: bool) -> dict[str, Any] | None:
+    """The summary of a resumed run that already reached ``total_steps`` and wrote it (None when
+    there is training left); ``announce`` prints that there is nothing to do."""
+    path = Path(run_dir) / "summary.json"
+    if step < total_steps or not path.is_file():
+        return None
+    done = json.loads(path.read_text())
+    if done.get("steps") != step or done.get("stopped_early"):
+        return None
+    if announce:
+        print(
+            f"{run_dir} already finished at step {step} (train.total_steps={total_steps}): "
+            "nothing to do; raise train.total_steps to train further"
+        )
+    return done
 
 
 def progress_bar(total: int, initial: int, enabled: bool) -> tqdm:
@@ -27,15 +76,28 @@ class RunClock:
 
     def add(self, metrics: dict[str, float]) -> None:
         self.steps += 1
-        self.tokens_generated += metrics.get("perf/tokens_generated", 0.0)
-        self.tokens_trained += metrics.get("perf/tokens_trained", 0.0)
+        self.tokens_generated += metrics.get(M.PERF_TOKENS_GENERATED, 0.0)
+        self.tokens_trained += metrics.get(M.PERF_TOKENS_TRAINED, 0.0)
 
-    def summary(self, trainer: Any, first_eval: dict | None, final_eval: dict | None) -> dict[str, Any]:
+    def summary(
+        self,
+        trainer: Any,
+        first_eval: dict | None,
+        final_eval: dict | None,
+        history: list[dict] | None = None,
+    ) -> dict[str, Any]:
+        """The run's summary. ``history`` (the records of ``metrics.jsonl``, all processes of a
+        resumed run) gives the token totals and the first evaluation; without it, this process's."""
+
         def acc(result: dict | None) -> dict | None:
             if not result:
                 return None
-            key = f"avg@{result['k']}"
-            return {"metric": key, "mean": result["avg_at_k"]["mean"], "ci95": result["avg_at_k"]["ci95"]}
+            return _heldout(result["avg_at_k"]["mean"], result["avg_at_k"]["ci95"], result["k"])
+
+        story = run_story(history) if history else None
+        generated = story["tokens_generated"] if story else self.tokens_generated
+        trained = story["tokens_trained"] if story else self.tokens_trained
+        before = acc(first_eval) or (story["heldout_before"] if story else None)
 
         return {
             "run_dir": str(trainer.run_dir),
@@ -43,9 +105,9 @@ class RunClock:
             "steps_this_process": self.steps,
             "optimizer_updates": trainer.updates,
             "seconds": round(time.perf_counter() - self.start, 1),
-            "tokens_generated": int(self.tokens_generated),
-            "tokens_trained": int(self.tokens_trained),
-            "heldout_before": acc(first_eval),
+            "tokens_generated": int(generated),
+            "tokens_trained": int(trained),
+            "heldout_before": before,
             "heldout_after": acc(final_eval),
             "stopped_early": trainer.stop.requested,
         }

@@ -79,7 +79,7 @@ PERF_TIME_PREFIX = "perf/time_"
 PERF_TIME_SUFFIX = "_s"
 
 #: The stages the trainer times, in loop order (``perf/time_<stage>_s``).
-STAGES = ("rollout", "reward", "old_logprobs", "update")
+STAGES = ("rollout", "reward", "old_logprobs", "update", "weight_sync")
 
 
 def perf_time(stage: str) -> str:

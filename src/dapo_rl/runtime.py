@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from dapo_rl.config import DapoConfig
 from dapo_rl.data.encoder import PromptEncoder
+from dapo_rl.data.readers import canonical_answer
 from dapo_rl.data.types import PromptRow
 from dapo_rl.models.loading import load_model_and_tokenizer  # noqa: F401  (moved; importers use this name)
 
@@ -51,7 +52,8 @@ def load_rows(cfg: DapoConfig, split: str) -> list[PromptRow]:
 
 def rows_from_user(items: Any, source: str) -> list[PromptRow]:
     """PromptRows from what user code gave: PromptRows, or dicts with ``prompt`` and ``answer``
-    (other keys go to ``extra``; ``uid`` is used when present)."""
+    (other keys go to ``extra``; ``uid`` is used when present). The answer takes the form a row read
+    from a file has (:func:`dapo_rl.data.readers.canonical_answer`), so one reward serves both."""
     rows = []
     for i, item in enumerate(items or []):
         if isinstance(item, PromptRow):
@@ -63,9 +65,11 @@ def rows_from_user(items: Any, source: str) -> list[PromptRow]:
                 "with 'prompt' and 'answer'"
             )
         extra = {k: v for k, v in item.items() if k not in ("prompt", "answer", "uid")}
-        rows.append(
-            PromptRow(item["prompt"], str(item["answer"]), str(item.get("uid", f"{source}:{i}")), extra)
-        )
+        try:  # the form rewards get from files too: a dict answer becomes sorted compact JSON
+            answer = canonical_answer(item["answer"], extra)
+        except ValueError as exc:
+            raise ValueError(f"{source}: item {i}: {exc}") from None
+        rows.append(PromptRow(item["prompt"], answer, str(item.get("uid", f"{source}:{i}")), extra))
     return rows
 
 

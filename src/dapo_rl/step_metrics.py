@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from dapo_rl import metric_names as M
 from dapo_rl.algorithm.policy_loss import POLICY_METRIC_MAXES, POLICY_METRIC_SUMS, finalize_policy_metrics
 from dapo_rl.batch import TrainSample
 from dapo_rl.distributed import DistContext
@@ -55,14 +56,14 @@ class RunTotals:
     def to_dict(self) -> dict[str, float]:
         """The logged names; ``optim/nonfinite_skipped`` only once an update was skipped (the same
         on every rank: skipping is decided on global values)."""
-        out = {"reward/timeouts_total": self.reward_timeouts, "reward/errors_total": self.reward_errors}
-        return out | ({"optim/nonfinite_skipped": self.nonfinite_skipped} if self.nonfinite_skipped else {})
+        out = {M.REWARD_TIMEOUTS_TOTAL: self.reward_timeouts, M.REWARD_ERRORS_TOTAL: self.reward_errors}
+        return out | ({M.OPTIM_NONFINITE_SKIPPED: self.nonfinite_skipped} if self.nonfinite_skipped else {})
 
     def load(self, state: dict[str, float]) -> None:
         """Restore from :meth:`to_dict`'s output (a checkpoint)."""
-        self.reward_timeouts = int(state.get("reward/timeouts_total", 0))
-        self.reward_errors = int(state.get("reward/errors_total", 0))
-        self.nonfinite_skipped = int(state.get("optim/nonfinite_skipped", 0))
+        self.reward_timeouts = int(state.get(M.REWARD_TIMEOUTS_TOTAL, 0))
+        self.reward_errors = int(state.get(M.REWARD_ERRORS_TOTAL, 0))
+        self.nonfinite_skipped = int(state.get(M.OPTIM_NONFINITE_SKIPPED, 0))
 
 
 @dataclass
@@ -108,23 +109,23 @@ def rollout_metrics(
             "acc": sum(sum(g.accs) for g in generated),
             "length": sum(r.length for r in resp),
             "truncated": sum(r.truncated for r in resp),
-            "reward/timeouts": counts.timeouts,
-            "reward/errors": counts.errors,
+            M.REWARD_TIMEOUTS: counts.timeouts,
+            M.REWARD_ERRORS: counts.errors,
             "no_answer": counts.no_answer,
             **totals.to_dict(),
         }
     )
-    longest = ranks.max_values({"rollout/response_len_max": max((r.length for r in resp), default=0)})
+    longest = ranks.max_values({M.ROLLOUT_RESPONSE_LEN_MAX: max((r.length for r in resp), default=0)})
     n = sums.pop("n")
     if not n:
         return {}
     metrics = {
-        "reward/mean": sums.pop("reward") / n,
-        "reward/score_mean": sums.pop("score") / n,
-        "reward/acc": sums.pop("acc") / n,
-        "rollout/response_len_mean": sums.pop("length") / n,
-        "rollout/truncated_frac": sums.pop("truncated") / n,
-        "reward/no_answer_rate": sums.pop("no_answer") / n,
+        M.REWARD_MEAN: sums.pop("reward") / n,
+        M.REWARD_SCORE_MEAN: sums.pop("score") / n,
+        M.REWARD_ACC: sums.pop("acc") / n,
+        M.ROLLOUT_RESPONSE_LEN_MEAN: sums.pop("length") / n,
+        M.ROLLOUT_TRUNCATED_FRAC: sums.pop("truncated") / n,
+        M.REWARD_NO_ANSWER_RATE: sums.pop("no_answer") / n,
     }
     return metrics | longest | sums
 
@@ -154,14 +155,14 @@ def trained_metrics(
         return {}
     mean = sums["adv"] / n
     return {
-        "reward/trained_mean": sums["reward"] / n,
-        "rollout/masked_truncated_frac": sums["masked"] / n,
-        "adv/mean": mean,
-        "adv/abs_mean": sums["abs"] / n,
-        "adv/std": math.sqrt(max(sums["sq"] / n - mean * mean, 0.0)),
-        "adv/max": ext["max"],
-        "adv/min": -ext["neg_min"],
-        "adv/zero_frac": sums["zero"] / n,
+        M.REWARD_TRAINED_MEAN: sums["reward"] / n,
+        M.ROLLOUT_MASKED_TRUNCATED_FRAC: sums["masked"] / n,
+        M.ADV_MEAN: mean,
+        M.ADV_ABS_MEAN: sums["abs"] / n,
+        M.ADV_STD: math.sqrt(max(sums["sq"] / n - mean * mean, 0.0)),
+        M.ADV_MAX: ext["max"],
+        M.ADV_MIN: -ext["neg_min"],
+        M.ADV_ZERO_FRAC: sums["zero"] / n,
     }
 
 
@@ -177,14 +178,14 @@ def update_metrics(
     maxes = ranks.max_values({k: float(policy[k]) for k in POLICY_METRIC_MAXES})
     metrics = finalize_policy_metrics({**sums, **maxes})
     tokens = max(sums.pop("num_tokens"), 1.0)
-    metrics["loss/entropy"] = sums.pop("entropy_sum") / tokens
+    metrics[M.LOSS_ENTROPY] = sums.pop("entropy_sum") / tokens
     if "kl_ref_sum" in sums:
-        metrics["loss/kl_ref"] = sums.pop("kl_ref_sum") / tokens
-    metrics["loss/total"] = sums.pop("loss") / n_updates
-    metrics["optim/grad_norm"] = update.grad_norm / n_updates
+        metrics[M.LOSS_KL_REF] = sums.pop("kl_ref_sum") / tokens
+    metrics[M.LOSS_TOTAL] = sums.pop("loss") / n_updates
+    metrics[M.OPTIM_GRAD_NORM] = update.grad_norm / n_updates
     if sums["guard"]:
-        metrics["loss/guard_skipped_microbatches"] = sums["guard"]
-    metrics["perf/tokens_trained"] = tokens / epochs
+        metrics[M.LOSS_GUARD_SKIPPED_MICROBATCHES] = sums["guard"]
+    metrics[M.PERF_TOKENS_TRAINED] = tokens / epochs
     return metrics
 
 
@@ -193,10 +194,10 @@ def perf_metrics(
 ) -> dict[str, float]:
     """Stage times of the slowest rank, tokens generated over all ranks, and their rate."""
     times = ranks.max_values(
-        {f"perf/time_{k}_s": v for k, v in stages.seconds.items()} | {"perf/time_step_s": step_seconds}
+        {M.perf_time(k): v for k, v in stages.seconds.items()} | {M.PERF_TIME_STEP: step_seconds}
     )
-    tokens = ranks.sum_values({"perf/tokens_generated": tokens_generated})["perf/tokens_generated"]
+    tokens = ranks.sum_values({M.PERF_TOKENS_GENERATED: tokens_generated})[M.PERF_TOKENS_GENERATED]
     return times | {
-        "perf/tokens_generated": tokens,
-        "perf/tokens_per_s": tokens / times["perf/time_step_s"],
+        M.PERF_TOKENS_GENERATED: tokens,
+        M.PERF_TOKENS_PER_S: tokens / times[M.PERF_TIME_STEP],
     }

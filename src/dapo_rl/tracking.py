@@ -16,6 +16,7 @@ from typing import Any
 
 from dapo_rl import metric_names as M
 from dapo_rl.generations import GENERATIONS_FILE, append_jsonl, eval_path
+from dapo_rl.plots import read_metrics
 from dapo_rl.storage import atomic_write_lines
 
 WANDB_ID_FILE = "wandb_id.txt"
@@ -38,13 +39,13 @@ def check_trackers(wandb: bool) -> None:
     """Fail before anything is written when ``logging.wandb=true`` and wandb is not installed."""
     if not wandb:
         return
-    import importlib.util
-
-    if importlib.util.find_spec("wandb") is None:
+    try:
+        import wandb as _  # noqa: F401  heavy optional dependency: imported only when asked for
+    except ImportError:
         raise TrackingError(
             "logging.wandb=true but the wandb package is not installed: pip install 'dapo-rl[tracking]' "
             "(or set logging.wandb=false)"
-        )
+        ) from None
 
 
 def _wandb_init(run_dir: Path, project: str, config: dict[str, Any] | None) -> Any:
@@ -170,6 +171,13 @@ class MetricsLogger:
             self._tb.flush()
         if self._wandb is not None:
             self._wandb.log(metrics, step=step)
+
+    def history(self) -> list[dict[str, Any]] | None:
+        """The records of ``metrics.jsonl`` so far, over every process of the run (None on ranks
+        that do not log, or before anything was logged)."""
+        if not self.enabled or not self.path.is_file():
+            return None
+        return read_metrics(self.path)
 
     def log_generations(self, step: int, records: list[dict[str, Any]]) -> None:
         """Append a step's sampled generations to ``generations.jsonl``; TensorBoard gets them as a

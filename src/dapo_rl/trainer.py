@@ -348,6 +348,9 @@ class Trainer:
             if self.cfg.logging.progress:
                 print_summary(summary)
         self.dist.barrier()
+        close = getattr(self.engine, "close", None)  # an engine holding resources (vllm) frees them
+        if close is not None:
+            close()
         if self.owns_dist:
             self.dist.close()
 

@@ -12,11 +12,12 @@ from dapo_rl.eval_metrics import (
     avg_at_k,
     maj_at_k,
     majority_vote,
-    mean_ci95,
     pass_at_k,
     pass_at_k_per_problem,
+    scalar_metrics,
     summarize,
 )
+from dapo_rl.intervals import wilson_interval
 
 # ---- pass@k ------------------------------------------------------------------------------------
 
@@ -128,18 +129,6 @@ def test_maj_at_k_rejects_mismatched_shapes() -> None:
 # ---- intervals and summary ---------------------------------------------------------------------
 
 
-def test_mean_ci95_hand_example() -> None:
-    # values 0, 1, 1, 0: mean 0.5, sample std sqrt(1/3), half width 1.96 * sqrt(1/3) / 2.
-    out = mean_ci95([0.0, 1.0, 1.0, 0.0])
-    half = 1.96 * math.sqrt(1 / 3) / 2
-    assert out["mean"] == pytest.approx(0.5)
-    assert out["ci95"] == pytest.approx([0.5 - half, 0.5 + half], abs=1e-12)
-    assert mean_ci95([0.3]) == {"mean": 0.3, "ci95": None}
-    assert mean_ci95([]) == {"mean": None, "ci95": None}
-    const = mean_ci95([0.25, 0.25, 0.25])
-    assert const["ci95"] == pytest.approx([0.25, 0.25])
-
-
 def test_summarize_hand_example() -> None:
     correct = np.array([[1, 0], [1, 1], [0, 0]], dtype=bool)
     preds = [["3", "4"], ["5", "5"], [None, "9"]]
@@ -149,12 +138,15 @@ def test_summarize_hand_example() -> None:
     assert out["num_problems"] == 3
     assert out["num_samples"] == 2
     assert out["k"] == 2
-    # avg@2 per problem: 0.5, 1, 0 -> mean 0.5, sample std 0.5, half width 1.96 * 0.5 / sqrt(3).
-    half = 1.96 * 0.5 / math.sqrt(3)
+    # avg@2 per problem: 0.5, 1, 0 -> mean 0.5. Bootstrap over 3 problems: a resample is all 0 or
+    # all 1 with probability 1/27 > 2.5% each, so the percentile interval is [0, 1] (the normal one
+    # was [-0.066, 1.066]).
     assert out["avg_at_k"]["mean"] == pytest.approx(0.5)
-    assert out["avg_at_k"]["ci95"] == pytest.approx([0.5 - half, 0.5 + half])
-    # pass@2 per problem: 1, 1, 0.
+    assert out["avg_at_k"]["ci95"] == [0.0, 1.0]
+    assert out["avg_at_k"]["interval"] == "bootstrap"
+    # pass@2 per problem: 1, 1, 0: Wilson for 2 of 3.
     assert out["pass_at_k"]["mean"] == pytest.approx(2 / 3)
+    assert out["pass_at_k"]["ci95"] == pytest.approx(wilson_interval(2 / 3, 3))
     # maj@2: tie 3/4 -> 3 (correct); 5 (correct); 9 (wrong).
     assert out["maj_at_k"]["mean"] == pytest.approx(2 / 3)
     assert out["invalid_rate"] == pytest.approx(1 / 6)
@@ -170,6 +162,19 @@ def test_summarize_invalid_rate_and_optional_fields() -> None:
     assert out["mean_response_tokens"] is None
     assert out["truncation_rate"] is None
     assert out["maj_at_k"]["mean"] == 0.0
+
+
+def test_reward_without_extracted_answers_makes_maj_unavailable() -> None:
+    # A reward returning a bare float: every pred is None, yet avg@k is 0.5. maj@k was 0.0 and the
+    # invalid rate 1.0; both are unavailable instead.
+    correct = np.array([[1, 0], [1, 0]], dtype=bool)
+    out = summarize(correct, [[None, None], [None, None]], 2, answers_extracted=False)
+    assert out["avg_at_k"]["mean"] == 0.5
+    assert out["maj_at_k"]["mean"] is None and "extracts no answer" in out["maj_at_k"]["unavailable"]
+    assert out["invalid_rate"] is None
+    flat = scalar_metrics({**out, "reward": {"timeouts": 3, "errors": 0}})
+    assert "maj_at_k" not in flat and "invalid_rate" not in flat
+    assert flat["avg_at_k"] == 0.5 and flat["timeouts"] == 3 and flat["errors"] == 0
 
 
 def test_summarize_k_below_n_and_bad_k() -> None:

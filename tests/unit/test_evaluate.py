@@ -123,3 +123,23 @@ def test_to_json_round_trips_with_one_line_per_problem() -> None:
     assert sum(line.strip().startswith('{"uid"') for line in lines) == 2
     for case in ({"problems": []}, {"problems": [{"uid": "a"}]}, {"k": 1}):
         assert json.loads(to_json(case)) == case
+
+
+def _bare_float_reward(response: str, ground_truth: str) -> float:
+    """A user reward as docs/extending.md shows it: a plain score, no extracted answer."""
+    return 1.0 if response.strip().endswith(ground_truth) else 0.0
+
+
+def test_bare_float_reward_leaves_maj_unavailable_and_texts_are_kept() -> None:
+    engine = _ScriptedEngine(SCRIPT)
+    encode = PromptEncoder(_CharTokenizer(), "plain", use_chat_template=False, system_prompt=None)
+    spec = EvalSpec(k=3, max_response_tokens=32, eos_token_ids=[0], keep_texts=True)
+    with RewardRunner(_bare_float_reward, timeout_s=None, eos_text=_CharTokenizer.eos_token) as runner:
+        out = evaluate(engine, encode, runner, _rows(), spec)
+    assert out["avg_at_k"]["mean"] == pytest.approx((2 / 3 + 0 + 1 / 3) / 3)  # same as the checker
+    # Before: maj@k 0.0 and invalid rate 1.0, from preds that were never extracted.
+    assert out["maj_at_k"]["mean"] is None and out["maj_at_k"]["unavailable"]
+    assert out["invalid_rate"] is None and out["answers_extracted"] is False
+    first = out["problems"][0]
+    assert first["prompt"] == "What is 1+1?" and first["texts"][1] == "thinking\nAnswer: 3"
+    assert first["scores"] == [1.0, 0.0, 1.0] and first["finish_reasons"] == ["eos", "eos", "eos"]

@@ -17,7 +17,7 @@ from dapo_rl.plugins import (
     resolve_template,
 )
 from dapo_rl.rewards.base import RewardResult
-from dapo_rl.rewards.runner import RewardRunner, as_reward_result
+from dapo_rl.rewards.runner import NO_EXTRACTED_ANSWER, RewardRunner, as_reward_result
 from dapo_rl.runtime import rows_from_user
 
 USER_CODE = """
@@ -134,12 +134,14 @@ def test_yaml_file_specs_are_relative_to_the_yaml(tmp_path: Path, user_file: Pat
 
 
 def test_user_reward_return_values() -> None:
-    assert as_reward_result(0.5) == RewardResult(0.5, True)
-    assert as_reward_result(-1) == RewardResult(-1.0, False)
+    plain = {NO_EXTRACTED_ANSWER: True}  # a bare score carries no extracted answer
+    assert as_reward_result(0.5) == RewardResult(0.5, True, info=plain)
+    assert as_reward_result(-1) == RewardResult(-1.0, False, info=plain)
     assert as_reward_result(0.0).acc is False
-    assert as_reward_result((0.0, True)) == RewardResult(0.0, True)
-    assert as_reward_result({"score": 2, "acc": False}) == RewardResult(2.0, False)
-    assert as_reward_result(True) == RewardResult(1.0, True)
+    assert as_reward_result((0.0, True)) == RewardResult(0.0, True, info=plain)
+    assert as_reward_result({"score": 2, "acc": False}) == RewardResult(2.0, False, info=plain)
+    assert as_reward_result(True) == RewardResult(1.0, True, info=plain)
+    assert as_reward_result(RewardResult(1.0, True, "7")) == RewardResult(1.0, True, "7")
     with pytest.raises(TypeError, match="expected RewardResult, a float"):
         as_reward_result("1")
 

@@ -82,19 +82,27 @@ def _accepted_extras(fn: RewardFn) -> frozenset[str] | None:
     return frozenset(p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL)
 
 
+NO_EXTRACTED_ANSWER = "no_extracted_answer"
+"""``info`` key of a result converted from a bare number, pair or dict: the reward function extracts
+no answer, so evaluation reports maj@k and the invalid rate as unavailable rather than 0 and 1."""
+
+
 def as_reward_result(value: Any) -> RewardResult:
     """Accept what a user reward may return: RewardResult, a number (acc = score > 0), a
-    ``(score, acc)`` pair or a ``{"score", "acc"}`` dict."""
+    ``(score, acc)`` pair or a ``{"score", "acc"}`` dict (the last three marked
+    :data:`NO_EXTRACTED_ANSWER`)."""
     if isinstance(value, RewardResult):
         return value
+    plain = {NO_EXTRACTED_ANSWER: True}
     if isinstance(value, bool):
-        return RewardResult(score=float(value), acc=value)
+        return RewardResult(score=float(value), acc=value, info=plain)
     if isinstance(value, (int, float)):
-        return RewardResult(score=float(value), acc=float(value) > 0)
+        return RewardResult(score=float(value), acc=float(value) > 0, info=plain)
     if isinstance(value, tuple) and len(value) == 2:
-        return RewardResult(score=float(value[0]), acc=bool(value[1]))
+        return RewardResult(score=float(value[0]), acc=bool(value[1]), info=plain)
     if isinstance(value, dict) and "score" in value:
-        return RewardResult(score=float(value["score"]), acc=bool(value.get("acc", value["score"] > 0)))
+        acc = bool(value.get("acc", value["score"] > 0))
+        return RewardResult(score=float(value["score"]), acc=acc, info=plain)
     raise TypeError(
         f"reward function returned {type(value).__name__} {value!r:.80}; expected RewardResult, a float, "
         "a (score, acc) tuple or a dict with 'score' and 'acc'"
