@@ -12,6 +12,9 @@ How a call to :meth:`HFRolloutEngine.generate` runs:
    stop strings end a row. Finished rows are dropped from the batch (and from the cache) once they
    are a quarter of it; the loop ends as soon as every row has finished.
 
+The cache (:mod:`dapo_rl.rollout.kv_cache`) and the choice of the next token
+(:mod:`dapo_rl.rollout.sampler`) live in their own modules.
+
 Decode steps: for Llama, Qwen2 and Mistral models (full attention, plain modules; see
 :func:`~dapo_rl.rollout.fast_decode.lean_decode_unsupported`) a :class:`LeanDecoder` computes each
 step as a straight sequence of tensor operations on the model's own parameters and the preallocated
@@ -33,97 +36,19 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import math
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from torch.distributed.tensor import DTensor
 from transformers import DynamicCache
-from transformers.cache_utils import DynamicLayer
 
 from dapo_rl.rollout.base import FinishReason, Response, SamplingParams
 from dapo_rl.rollout.fast_decode import LeanDecoder, lean_decode_unsupported
+from dapo_rl.rollout.kv_cache import PreallocatedLayer, make_cache
+from dapo_rl.rollout.sampler import StopChecker, sample_next
 
 _COMPACT_FRACTION = 0.25  # drop finished rows once they are this fraction of the batch
-
-
-class _PreallocatedLayer(DynamicLayer):
-    """A full-attention cache layer writing into a buffer of fixed capacity (no per-step concat).
-
-    ``keys`` / ``values`` are views of the filled part, shape ``[batch, heads, length, head_dim]``.
-    """
-
-    def __init__(self, capacity: int) -> None:
-        super().__init__()
-        self.capacity = capacity
-        self.length = 0
-
-    def lazy_initialization(self, key_states: torch.Tensor, value_states: torch.Tensor) -> None:
-        self.dtype, self.device = key_states.dtype, key_states.device
-        batch, heads, _, _ = key_states.shape
-        self._kbuf = key_states.new_empty((batch, heads, self.capacity, key_states.shape[-1]))
-        self._vbuf = value_states.new_empty((batch, heads, self.capacity, value_states.shape[-1]))
-        self.length = 0
-        self._set_views()
-        self.is_initialized = True
-
-    def _set_views(self) -> None:
-        self.keys = self._kbuf[:, :, : self.length]
-        self.values = self._vbuf[:, :, : self.length]
-
-    def update(
-        self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        if not self.is_initialized:
-            self.lazy_initialization(key_states, value_states)
-        new = key_states.shape[-2]
-        end = self.length + new
-        if end > self.capacity:
-            raise RuntimeError(f"KV cache capacity {self.capacity} exceeded ({end} tokens)")
-        self._kbuf[:, :, self.length : end].copy_(key_states)
-        self._vbuf[:, :, self.length : end].copy_(value_states)
-        self.length = end
-        self._set_views()
-        return self.keys, self.values
-
-    def get_seq_length(self) -> int:
-        return self.length if self.is_initialized else 0
-
-    def _reindex(self, index: torch.Tensor) -> None:
-        if not self.is_initialized:
-            return
-        kbuf = self._kbuf.new_empty((index.numel(), *self._kbuf.shape[1:]))
-        vbuf = self._vbuf.new_empty((index.numel(), *self._vbuf.shape[1:]))
-        kbuf[:, :, : self.length] = self.keys.index_select(0, index)
-        vbuf[:, :, : self.length] = self.values.index_select(0, index)
-        self._kbuf, self._vbuf = kbuf, vbuf
-        self._set_views()
-
-    def batch_repeat_interleave(self, repeats: int) -> None:
-        if self.is_initialized:
-            batch = self._kbuf.shape[0]
-            self._reindex(torch.arange(batch, device=self.device).repeat_interleave(repeats))
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self._reindex(indices.to(self.device))
-
-    def reorder_cache(self, beam_idx: torch.LongTensor) -> None:
-        self._reindex(beam_idx.to(self.device))
-
-    def crop(self, tokens_to_remove: int) -> None:
-        raise NotImplementedError("the rollout cache is never cropped")
-
-    def reset(self) -> None:
-        self.length = 0
-        self._set_views()
-
-
-def _make_cache(model: torch.nn.Module, capacity: int) -> DynamicCache:
-    """A ``DynamicCache`` for ``model``; plain full-attention layers get preallocated buffers."""
-    cache = DynamicCache(config=model.config)
-    if cache.layers and all(type(layer) is DynamicLayer for layer in cache.layers):
-        cache.layers = [_PreallocatedLayer(capacity) for _ in cache.layers]
-    return cache
 
 
 @dataclass
@@ -293,7 +218,7 @@ class HFRolloutEngine:
         ids, mask = ids.to(device), mask.to(device)
         prompt_mask = mask[:, :width]
         positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
-        cache = _make_cache(self._core, width + max_new)
+        cache = make_cache(self._core, width + max_new)
         logits = self._forward(
             input_ids=ids, attention_mask=prompt_mask, position_ids=positions, past_key_values=cache
         )
@@ -314,7 +239,7 @@ class HFRolloutEngine:
     ) -> LeanDecoder | _HFStep:
         """The decode step for a prefilled chunk: lean when the model and its cache allow it."""
         layers = cache.layers
-        if lean and layers and all(type(layer) is _PreallocatedLayer for layer in layers):
+        if lean and layers and all(type(layer) is PreallocatedLayer for layer in layers):
             kv = [(layer._kbuf, layer._vbuf) for layer in layers]  # type: ignore[attr-defined]
             return LeanDecoder(self._core, kv, layers[0].get_seq_length(), mask)
         return _HFStep(self, cache, mask, width)
@@ -334,11 +259,11 @@ class HFRolloutEngine:
         lengths = [max_new] * rows
         reasons: list[FinishReason] = ["length"] * rows
         eos = torch.tensor(sorted(set(params.eos_token_ids)), dtype=torch.long, device=device)
-        stop = _StopChecker(self.tokenizer, params.stop_strings)
+        stop = StopChecker(self.tokenizer, params.stop_strings)
         active = torch.arange(rows, device=device)  # decode row -> chunk row
         alive = torch.ones(rows, dtype=torch.bool, device=device)
         for t in range(max_new):
-            tokens, logprobs = _sample(logits, params, generator)
+            tokens, logprobs = sample_next(logits, params, generator)
             out_tokens[active, t] = tokens
             if logprobs is not None:
                 out_logprobs[active, t] = logprobs
@@ -383,10 +308,6 @@ class HFRolloutEngine:
 
 
 def _is_dtensor(tensor: torch.Tensor) -> bool:
-    try:
-        from torch.distributed.tensor import DTensor
-    except ImportError:  # pragma: no cover - torch without distributed
-        return False
     return isinstance(tensor, DTensor)
 
 
@@ -409,63 +330,3 @@ class _HFStep:
             position_ids=positions[:, None],
             past_key_values=self.cache,
         )
-
-
-def _sample(
-    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Next tokens ``[rows]`` and, when asked for, their unfiltered log-probs at the temperature."""
-    greedy = params.temperature == 0
-    scaled = logits if greedy else logits / params.temperature
-    if greedy:
-        tokens = scaled.argmax(-1)
-    else:
-        filtered = _filter_top_k_top_p(scaled, params.top_k, params.top_p)
-        probs = torch.softmax(filtered, dim=-1)
-        # Exponential race: argmax p_i / E_i with E_i ~ Exp(1) is a draw from p (no host sync).
-        noise = torch.empty_like(probs).exponential_(1.0, generator=generator)
-        tokens = (probs / noise).argmax(-1)
-    if not params.return_logprobs:
-        return tokens, None
-    logprobs = torch.log_softmax(scaled, dim=-1).gather(-1, tokens[:, None]).squeeze(-1)
-    return tokens, logprobs
-
-
-def _filter_top_k_top_p(scaled: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
-    """Set logits outside the top-k (ties kept) and outside the nucleus to ``-inf``.
-
-    The nucleus is the smallest set of most likely tokens (after top-k) whose probability reaches
-    ``top_p``; the most likely token is always kept.
-    """
-    vocab = scaled.shape[-1]
-    if 0 < top_k < vocab:
-        kth = torch.topk(scaled, top_k, dim=-1).values[:, -1:]
-        scaled = scaled.masked_fill(scaled < kth, -math.inf)
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(scaled, dim=-1, descending=True)
-        probs = torch.softmax(sorted_logits, dim=-1)
-        before = probs.cumsum(-1) - probs  # probability mass of the more likely tokens
-        drop_sorted = before >= top_p
-        drop_sorted[:, 0] = False
-        drop = torch.zeros_like(drop_sorted).scatter_(-1, order, drop_sorted)
-        scaled = scaled.masked_fill(drop, -math.inf)
-    return scaled
-
-
-class _StopChecker:
-    """Detects stop strings in the decoded tail of a response."""
-
-    def __init__(self, tokenizer: Any, stop_strings: list[str]) -> None:
-        self.tokenizer = tokenizer
-        self.stop_strings = list(stop_strings)
-        self.active = bool(self.stop_strings)
-        # Every ordinary token decodes to at least one character; the margin covers special tokens
-        # (decoded to nothing) and partial UTF-8 pieces.
-        self.window = max((len(s) for s in self.stop_strings), default=0) + 8
-
-    def hits(self, tails: list[list[int]]) -> list[bool]:
-        """For each token tail, whether its decoded text contains a stop string."""
-        if not tails:
-            return []
-        texts = self.tokenizer.batch_decode(tails, skip_special_tokens=True)
-        return [any(s in text for s in self.stop_strings) for text in texts]
