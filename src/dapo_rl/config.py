@@ -316,6 +316,9 @@ class LoggingConfig(_Section):
     """Write PNG plots of the metrics at the end of the run (and at each checkpoint)."""
     progress: bool = True
     """Show a progress bar with live reward, accuracy and keep rate."""
+    generations_per_step: int = Field(4, ge=0)
+    """Groups (prompt + all its responses) per step written to ``generations.jsonl``, kept and
+    filtered-out ones alike; 0: none. Every evaluation writes all its responses to ``eval/``."""
 
 
 class CheckpointConfig(_Section):

@@ -42,6 +42,7 @@ from typing import Any
 import torch
 
 from dapo_rl import checkpoint as ckpt
+from dapo_rl import metric_names as M
 from dapo_rl.algorithm.advantages import ADVANTAGE_ESTIMATORS
 from dapo_rl.algorithm.filtering import GroupView
 from dapo_rl.algorithm.overlong import overlong_penalty, truncation_loss_mask
@@ -51,7 +52,15 @@ from dapo_rl.data.encoder import PromptEncoder
 from dapo_rl.distributed import DistContext, gathered, init_distributed, wrap_policy
 from dapo_rl.eval_metrics import merge_evaluations, scalar_metrics
 from dapo_rl.evaluation import EvalSpec, evaluate
-from dapo_rl.lifecycle import GracefulStop, RunClock, print_summary, progress_bar
+from dapo_rl.generations import eval_records, step_records
+from dapo_rl.lifecycle import (
+    GracefulStop,
+    RunClock,
+    finished_summary,
+    print_summary,
+    progress_bar,
+    quiet_third_party,
+)
 from dapo_rl.models.loading import compute_dtype
 from dapo_rl.models.lora import AdaptersDisabled
 from dapo_rl.optim import build_optimizer
@@ -76,6 +85,7 @@ from dapo_rl.step_metrics import (
     rollout_metrics,
     trained_metrics,
 )
+from dapo_rl.tracking import check_trackers
 from dapo_rl.update import PolicyUpdate
 
 
@@ -104,6 +114,8 @@ class Trainer:
         dist: DistContext | None = None,
     ) -> None:
         self.cfg = cfg
+        check_trackers(cfg.logging.wandb)  # before anything is loaded or written
+        quiet_third_party()
         torch.manual_seed(cfg.train.seed)
         if cfg.train.num_threads:
             torch.set_num_threads(cfg.train.num_threads)
@@ -149,6 +161,15 @@ class Trainer:
     def fit(self) -> dict[str, Any]:
         """Train for ``train.total_steps`` rollout steps; returns the run summary."""
         clock = RunClock()
+        main = self.dist.is_main
+        done = finished_summary(self.run_dir, self.step, self.cfg.train.total_steps, main) if main else None
+        done = self.dist.broadcast_object(done)
+        if done is not None:  # a resumed run that already finished: change nothing, say so
+            self.logger.close()
+            self.reward.close()
+            if self.owns_dist:
+                self.dist.close()
+            return done
         first_eval = self.evaluate() if self.step == 0 else None
         bar = progress_bar(
             self.cfg.train.total_steps, self.step, self.cfg.logging.progress and self.dist.is_main
@@ -162,7 +183,7 @@ class Trainer:
         final_eval = self.evaluate() if not stopped else None
         if self.cfg.checkpoint.save_final or stopped:
             self.save()
-        summary = clock.summary(self, first_eval, final_eval)
+        summary = clock.summary(self, first_eval, final_eval, self.logger.history())
         self._finish(summary)
         return summary
 
@@ -175,6 +196,9 @@ class Trainer:
         collected = self.collector.collect(self._generate_round)
         self.totals.add_step(self.counts)
         samples, metrics = self._samples(collected)
+        if self.cfg.logging.generations_per_step:
+            n, seed = self.cfg.logging.generations_per_step, self.cfg.train.seed
+            self.logger.log_generations(self.step, step_records(self.step, collected, samples, n, seed))
         metrics |= collected.metrics
         metrics |= rollout_metrics(collected.generated, self.counts, self.totals, self.dist)
         fresh = not self.dist.any(any(g.age > 0 for g in collected.groups))
@@ -275,23 +299,24 @@ class Trainer:
         spec = EvalSpec(
             k=cfg.eval.k, max_response_tokens=cfg.eval_max_response_tokens, eos_token_ids=self.eos_ids,
             temperature=cfg.eval.temperature, top_p=cfg.eval.top_p, stop_strings=cfg.rollout.stop_strings,
-            seed=derive_seed(cfg.train.seed, "eval", self.step, *self.dist.seed_parts),
+            seed=derive_seed(cfg.train.seed, "eval", self.step, *self.dist.seed_parts), keep_texts=True,
         )  # fmt: skip
         rows, part = self.dist.shard(self.eval_rows), None
         with gathered(self.policy):
             if rows:
                 part = evaluate(self.engine, self.encode, self.reward, rows, spec)
         result = merge_evaluations(self.dist.gather_objects(part), spec.k)
-        self.logger.log(self.step, {f"eval/{k}": v for k, v in scalar_metrics(result).items()})
+        self.logger.log(self.step, {M.eval_key(k): v for k, v in scalar_metrics(result).items()})
+        self.logger.log_eval_samples(self.step, eval_records(result, self.step))
         return result
 
     def _after_step(self, metrics: dict[str, float], bar: Any) -> None:
         self.logger.log(self.step, metrics)
         bar.update(1)
         bar.set_postfix(
-            reward=f"{metrics.get('reward/mean', float('nan')):.2f}",
-            acc=f"{metrics.get('reward/acc', float('nan')):.2f}",
-            keep=f"{metrics.get('sampling/keep_rate', float('nan')):.2f}",
+            reward=f"{metrics.get(M.REWARD_MEAN, float('nan')):.2f}",
+            acc=f"{metrics.get(M.REWARD_ACC, float('nan')):.2f}",
+            keep=f"{metrics.get(M.SAMPLING_KEEP_RATE, float('nan')):.2f}",
         )
         not_last = self.step < self.cfg.train.total_steps
         every_eval, every_save = self.cfg.eval.every_steps, self.cfg.checkpoint.every_steps
