@@ -102,9 +102,9 @@ def test_in_process_errors_and_always_crash() -> None:
     with RewardRunner(behave) as runner:
         results, metrics = runner.score_batch(["boom", "a"], ["a", "a"])
         assert metrics["reward/errors"] == 1.0 and "boom" in results[0].info["error"]
-        with pytest.raises(RuntimeError, match="Traceback"):
+        with pytest.raises(RuntimeError, match="Traceback") as info:
             runner.score_batch(["boom", "boom"], ["a", "a"])
-        assert runner.total_errors == 3
+        assert "raised on every one of the 2 items" in str(info.value)  # both errors of the batch counted
 
 
 def test_wrong_score_comes_from_traits_or_argument() -> None:

@@ -21,10 +21,8 @@ Run them through :class:`RewardRunner`, which adds timeouts, EOS stripping and f
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-from dapo_rl.registry import Registry
 from dapo_rl.rewards.base import RewardResult
+from dapo_rl.rewards.builtin import REWARDS, RewardFn
 from dapo_rl.rewards.countdown import countdown_reward
 from dapo_rl.rewards.gsm8k import gsm8k_reward
 from dapo_rl.rewards.math_dapo import math_dapo_reward, normalize_final_answer
@@ -32,15 +30,6 @@ from dapo_rl.rewards.math_verify_reward import math_verify_reward
 from dapo_rl.rewards.runner import RewardRunner
 from dapo_rl.rewards.synthetic import synthetic_reward
 from dapo_rl.rewards.traits import RewardTraits, get_traits, reward_traits
-
-RewardFn = Callable[..., RewardResult]
-
-REWARDS: Registry[RewardFn] = Registry("reward function")
-REWARDS.register("math_dapo", math_dapo_reward)
-REWARDS.register("math_verify", math_verify_reward)
-REWARDS.register("gsm8k", gsm8k_reward)
-REWARDS.register("synthetic", synthetic_reward)
-REWARDS.register("countdown", countdown_reward)
 
 __all__ = [
     "REWARDS",

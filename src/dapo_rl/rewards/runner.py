@@ -39,115 +39,28 @@ scoring. Extras: ``fn(response, ground_truth, **extra)``; keys named ``response`
 from __future__ import annotations
 
 import contextlib
-import inspect
-import math
-import multiprocessing as mp
 import pickle
 import signal
 import threading
 import time
 import traceback
-from collections import deque
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from multiprocessing.connection import Connection, wait
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
 from dapo_rl.rewards.base import RewardResult
+from dapo_rl.rewards.builtin import RewardFn
+from dapo_rl.rewards.calling import (
+    NO_EXTRACTED_ANSWER,
+    Outcome,
+    as_reward_result,
+    call_reward,
+    resolve_reward_fn,
+)
 from dapo_rl.rewards.traits import get_traits
+from dapo_rl.rewards.workers import WorkerPool
 
-RewardFn = Callable[..., RewardResult]
-_RESERVED_EXTRA_KEYS = frozenset({"response", "ground_truth"})
-
-
-def _resolve(fn: str | RewardFn) -> RewardFn:
-    if isinstance(fn, str):
-        from dapo_rl.rewards import REWARDS  # deferred: the package imports this module
-
-        return REWARDS.get(fn)
-    if not callable(fn):
-        raise TypeError(f"reward function must be a registered name or a callable, got {fn!r}")
-    return fn
-
-
-def _accepted_extras(fn: RewardFn) -> frozenset[str] | None:
-    """Names of the extra fields ``fn`` takes, or None when it takes ``**extra`` (all of them)."""
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return None
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return None
-    return frozenset(p.name for p in params if p.kind is not inspect.Parameter.VAR_POSITIONAL)
-
-
-NO_EXTRACTED_ANSWER = "no_extracted_answer"
-"""``info`` key of a result converted from a bare number, pair or dict: the reward function extracts
-no answer, so evaluation reports maj@k and the invalid rate as unavailable rather than 0 and 1."""
-
-
-def as_reward_result(value: Any) -> RewardResult:
-    """Accept what a user reward may return: RewardResult, a number (acc = score > 0), a
-    ``(score, acc)`` pair or a ``{"score", "acc"}`` dict (the last three marked
-    :data:`NO_EXTRACTED_ANSWER`)."""
-    if isinstance(value, RewardResult):
-        return value
-    plain = {NO_EXTRACTED_ANSWER: True}
-    if isinstance(value, bool):
-        return RewardResult(score=float(value), acc=value, info=plain)
-    if isinstance(value, (int, float)):
-        return RewardResult(score=float(value), acc=float(value) > 0, info=plain)
-    if isinstance(value, tuple) and len(value) == 2:
-        return RewardResult(score=float(value[0]), acc=bool(value[1]), info=plain)
-    if isinstance(value, dict) and "score" in value:
-        acc = bool(value.get("acc", value["score"] > 0))
-        return RewardResult(score=float(value["score"]), acc=acc, info=plain)
-    raise TypeError(
-        f"reward function returned {type(value).__name__} {value!r:.80}; expected RewardResult, a float, "
-        "a (score, acc) tuple or a dict with 'score' and 'acc'"
-    )
-
-
-def _call(fn: RewardFn, response: str, ground_truth: str, extra: dict[str, Any]) -> RewardResult:
-    """Call ``fn`` and check what it returned (raises on a bad return value)."""
-    accepted = _accepted_extras(fn)
-    kwargs = {
-        k: v
-        for k, v in extra.items()
-        if k not in _RESERVED_EXTRA_KEYS and (accepted is None or k in accepted)
-    }
-    result = as_reward_result(fn(response, ground_truth, **kwargs))
-    if not math.isfinite(result.score):
-        raise ValueError(f"reward function returned a non-finite score {result.score!r}")
-    return result
-
-
-def _worker_main(conn: Connection, fn_ref: str | RewardFn) -> None:
-    """Worker process: resolve and warm up the function, then score items until told to stop."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's business
-    try:
-        fn = _resolve(fn_ref)
-        warmup = get_traits(fn).warmup
-        if warmup is not None:
-            warmup()
-    except BaseException:
-        conn.send(("fatal", traceback.format_exc()))
-        return
-    conn.send(("ready",))
-    while True:
-        try:
-            msg = conn.recv()
-        except (EOFError, OSError):
-            return  # parent went away
-        if msg is None:
-            return
-        idx, response, ground_truth, extra = msg
-        try:
-            reply: tuple[Any, ...] = ("ok", idx, _call(fn, response, ground_truth, extra))
-            conn.send(reply)
-        except Exception:
-            conn.send(("err", idx, traceback.format_exc()))
+__all__ = ["NO_EXTRACTED_ANSWER", "RewardRunner", "as_reward_result"]
 
 
 class _ItemTimeout(BaseException):
@@ -156,23 +69,6 @@ class _ItemTimeout(BaseException):
 
 def _raise_item_timeout(signum: int, frame: Any) -> None:
     raise _ItemTimeout
-
-
-@dataclass
-class _Outcome:
-    kind: str  # "ok" | "error" | "timeout"
-    result: RewardResult | None = None
-    error: str | None = None
-
-
-@dataclass
-class _Slot:
-    process: Any  # multiprocessing.process.BaseProcess
-    conn: Connection
-    started: float
-    ready: bool = False
-    item: int | None = None
-    deadline: float = math.inf
 
 
 class RewardRunner:
@@ -207,7 +103,7 @@ class RewardRunner:
             raise ValueError(f"num_workers must be >= 1, got {num_workers}")
         if max_consecutive_failures is not None and max_consecutive_failures < 1:
             raise ValueError(f"max_consecutive_failures must be >= 1 or None, got {max_consecutive_failures}")
-        self._fn = _resolve(fn)
+        self._fn = resolve_reward_fn(fn)
         self._fn_ref: str | RewardFn = fn
         self.name = fn if isinstance(fn, str) else getattr(fn, "__qualname__", repr(fn))
         traits = get_traits(self._fn)
@@ -218,11 +114,9 @@ class RewardRunner:
         self.eos_text = eos_text or None
         self.max_consecutive_failures = max_consecutive_failures
         self.startup_timeout_s = startup_timeout_s
-        self.total_timeouts = 0
-        self.total_errors = 0
         self._consecutive_failures = 0
         self._closed = False
-        self._slots: list[_Slot] = []
+        self._pool: WorkerPool | None = None
         if self.isolate:
             if not isinstance(fn, str):
                 try:
@@ -232,8 +126,9 @@ class RewardRunner:
                         f"reward function {self.name!r} cannot be pickled for worker processes "
                         "(define it at module level), or pass isolate=False"
                     ) from exc
-            self._ctx = mp.get_context(start_method)
-            self._slots = [self._start_worker() for _ in range(num_workers)]
+            self._pool = WorkerPool(
+                fn, self.name, num_workers, self.timeout_s, startup_timeout_s, start_method
+            )
 
     # ----------------------------------------------------------------------------------- public API
     def score_batch(
@@ -262,7 +157,10 @@ class RewardRunner:
             (self._strip_eos(r), str(g), dict(extras[i]) if extras is not None else {})
             for i, (r, g) in enumerate(zip(responses, ground_truths))
         ]
-        outcomes = self._run_isolated(items) if self.isolate else self._run_in_process(items)
+        if self._pool is not None:
+            outcomes = self._pool.run(items, self._record)
+        else:
+            outcomes = self._run_in_process(items)
         return self._assemble(outcomes, time.perf_counter() - t0)
 
     def close(self) -> None:
@@ -270,9 +168,8 @@ class RewardRunner:
         if self._closed:
             return
         self._closed = True
-        for slot in self._slots:
-            self._stop_worker(slot, graceful=True)
-        self._slots = []
+        if self._pool is not None:
+            self._pool.close()
 
     def __enter__(self) -> RewardRunner:
         return self
@@ -293,7 +190,7 @@ class RewardRunner:
                 response = response[: -len(self.eos_text)]
         return response
 
-    def _record(self, outcome: _Outcome) -> None:
+    def _record(self, outcome: Outcome) -> None:
         """Update the consecutive-failure counter; raise when it reaches the limit."""
         if outcome.kind == "ok":
             self._consecutive_failures = 0
@@ -309,7 +206,7 @@ class RewardRunner:
             )
 
     def _assemble(
-        self, outcomes: list[_Outcome], seconds: float
+        self, outcomes: list[Outcome], seconds: float
     ) -> tuple[list[RewardResult], dict[str, float]]:
         results: list[RewardResult] = []
         timeouts = errors = 0
@@ -324,8 +221,6 @@ class RewardRunner:
                 errors += 1
                 first_error = first_error or out.error
                 results.append(RewardResult(self.wrong_score, False, None, {"error": out.error}))
-        self.total_timeouts += timeouts
-        self.total_errors += errors
         n = len(results)
         if n and errors == n:
             raise RuntimeError(
@@ -343,7 +238,7 @@ class RewardRunner:
         return results, metrics
 
     # ------------------------------------------------------------------------------ in-process path
-    def _run_in_process(self, items: list[tuple[str, str, dict[str, Any]]]) -> list[_Outcome]:
+    def _run_in_process(self, items: list[tuple[str, str, dict[str, Any]]]) -> list[Outcome]:
         guard = (
             self.timeout_s is not None
             and hasattr(signal, "setitimer")
@@ -351,7 +246,7 @@ class RewardRunner:
             and signal.getitimer(signal.ITIMER_REAL)[0] == 0.0  # never clobber someone else's timer
         )
         previous = signal.signal(signal.SIGALRM, _raise_item_timeout) if guard else None
-        outcomes: list[_Outcome] = []
+        outcomes: list[Outcome] = []
         try:
             for response, ground_truth, extra in items:
                 outcome = (
@@ -366,13 +261,13 @@ class RewardRunner:
                 signal.signal(signal.SIGALRM, previous)
         return outcomes
 
-    def _plain_call(self, response: str, ground_truth: str, extra: dict[str, Any]) -> _Outcome:
+    def _plain_call(self, response: str, ground_truth: str, extra: dict[str, Any]) -> Outcome:
         try:
-            return _Outcome("ok", _call(self._fn, response, ground_truth, extra))
+            return Outcome("ok", call_reward(self._fn, response, ground_truth, extra))
         except Exception:
-            return _Outcome("error", error=traceback.format_exc())
+            return Outcome("error", error=traceback.format_exc())
 
-    def _guarded_call(self, response: str, ground_truth: str, extra: dict[str, Any]) -> _Outcome:
+    def _guarded_call(self, response: str, ground_truth: str, extra: dict[str, Any]) -> Outcome:
         """One call under an ITIMER_REAL alarm (the SIGALRM handler is installed by the caller)."""
         assert self.timeout_s is not None
         try:
@@ -382,130 +277,4 @@ class RewardRunner:
             finally:
                 signal.setitimer(signal.ITIMER_REAL, 0.0)
         except _ItemTimeout:
-            return _Outcome("timeout")
-
-    # -------------------------------------------------------------------------------- isolated path
-    def _start_worker(self) -> _Slot:
-        parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(
-            target=_worker_main, args=(child_conn, self._fn_ref), daemon=True, name="dapo-reward-worker"
-        )
-        process.start()
-        child_conn.close()  # the child holds its own copy
-        return _Slot(process=process, conn=parent_conn, started=time.monotonic())
-
-    @staticmethod
-    def _stop_worker(slot: _Slot, graceful: bool) -> None:
-        if graceful and slot.process.is_alive():
-            with contextlib.suppress(OSError, ValueError):
-                slot.conn.send(None)
-            slot.process.join(timeout=1.0)
-        if slot.process.is_alive():
-            slot.process.kill()
-            slot.process.join(timeout=5.0)
-        slot.conn.close()
-
-    def _restart(self, index: int) -> None:
-        self._stop_worker(self._slots[index], graceful=False)
-        self._slots[index] = self._start_worker()
-
-    def _run_isolated(self, items: list[tuple[str, str, dict[str, Any]]]) -> list[_Outcome]:
-        outcomes: list[_Outcome | None] = [None] * len(items)
-        pending = deque(range(len(items)))
-        remaining = len(items)
-        try:
-            while remaining:
-                self._dispatch(items, pending)
-                self._wait_for_events()
-                for k in range(len(self._slots)):
-                    for idx, outcome in self._collect(k):
-                        outcomes[idx] = outcome
-                        remaining -= 1
-                        self._record(outcome)
-                    for idx in self._check_deadlines(k, pending):
-                        outcomes[idx] = _Outcome("timeout")
-                        remaining -= 1
-                        self._record(outcomes[idx])  # type: ignore[arg-type]
-        except BaseException:
-            # leave no worker busy with an item of an abandoned batch
-            for k, slot in enumerate(self._slots):
-                if slot.item is not None:
-                    self._restart(k)
-            raise
-        return [o if o is not None else _Outcome("error", error="lost item") for o in outcomes]
-
-    def _dispatch(self, items: list[tuple[str, str, dict[str, Any]]], pending: deque[int]) -> None:
-        for k, slot in enumerate(self._slots):
-            if not (pending and slot.ready and slot.item is None):
-                continue
-            idx = pending.popleft()
-            try:
-                slot.conn.send((idx, *items[idx]))
-            except (OSError, ValueError):
-                pending.appendleft(idx)  # the worker died while idle: restart, retry the item
-                self._restart(k)
-                continue
-            slot.item = idx
-            slot.deadline = time.monotonic() + self.timeout_s if self.timeout_s is not None else math.inf
-
-    def _wait_for_events(self) -> None:
-        now = time.monotonic()
-        deadlines = [s.deadline if s.ready else s.started + self.startup_timeout_s for s in self._slots]
-        timeout = max(0.0, min(deadlines) - now) if deadlines else 0.0
-        handles: list[Any] = [s.conn for s in self._slots] + [s.process.sentinel for s in self._slots]
-        wait(handles, timeout=None if math.isinf(timeout) else timeout)
-
-    def _collect(self, k: int) -> list[tuple[int, _Outcome]]:
-        """Read every message waiting from worker ``k``; handle its death."""
-        slot = self._slots[k]
-        done: list[tuple[int, _Outcome]] = []
-        try:
-            while slot.conn.poll():
-                msg = slot.conn.recv()
-                if msg[0] == "ready":
-                    slot.ready = True
-                elif msg[0] == "fatal":
-                    raise RuntimeError(f"reward worker for {self.name!r} failed to start:\n{msg[1]}")
-                else:
-                    kind, idx, payload = msg
-                    if idx != slot.item:
-                        continue  # cannot happen with one pipe per process; ignore defensively
-                    slot.item = None
-                    slot.deadline = math.inf
-                    done.append(
-                        (
-                            idx,
-                            _Outcome("ok", result=payload)
-                            if kind == "ok"
-                            else _Outcome("error", error=payload),
-                        )
-                    )
-        except (EOFError, OSError):
-            pass  # the pipe closed: handled as a death below
-        if not slot.process.is_alive() or slot.conn.closed:
-            code = slot.process.exitcode
-            if not slot.ready:
-                raise RuntimeError(
-                    f"reward worker for {self.name!r} exited during start-up (exit code {code}); its "
-                    "traceback is on stderr. With the 'spawn' start method the worker re-imports the "
-                    "main script: guard its entry point with `if __name__ == '__main__':`"
-                )
-            if slot.item is not None:
-                done.append((slot.item, _Outcome("error", error=f"reward worker exited with code {code}")))
-                slot.item = None
-            self._restart(k)
-        return done
-
-    def _check_deadlines(self, k: int, pending: deque[int]) -> list[int]:
-        slot = self._slots[k]
-        now = time.monotonic()
-        if not slot.ready and now - slot.started > self.startup_timeout_s:
-            raise RuntimeError(
-                f"reward worker for {self.name!r} did not start within {self.startup_timeout_s} s"
-            )
-        if slot.item is not None and now >= slot.deadline:
-            idx = slot.item
-            slot.item = None
-            self._restart(k)
-            return [idx]
-        return []
+            return Outcome("timeout")
