@@ -54,10 +54,19 @@ def test_eval_cli_writes_one_record_per_problem(model_and_data: tuple[Path, Path
     assert json.loads(proc.stdout) == result  # stdout is exactly the JSON; the table goes to stderr
     assert "avg@2" in proc.stderr and "pass@2" in proc.stderr
     for key in ("avg_at_k", "pass_at_k", "maj_at_k"):
-        assert set(result[key]) == {"mean", "ci95"}
+        assert set(result[key]) == {"mean", "ci95", "interval"}
         assert 0.0 <= result[key]["mean"] <= 1.0
         lo, hi = result[key]["ci95"]
-        assert lo <= result[key]["mean"] <= hi
+        assert 0.0 <= lo <= result[key]["mean"] <= hi <= 1.0
+    # every response beside the JSON, readable with `dapo samples`
+    responses = [json.loads(line) for line in out.with_suffix(".jsonl").read_text().splitlines()]
+    assert len(responses) == 5 * 2 and {"response", "score", "acc", "pred"} <= set(responses[0])
+    assert "texts" not in result["problems"][0]
+    shown = subprocess.run(
+        [sys.executable, "-m", "dapo_rl", "samples", str(out.with_suffix(".jsonl")), "--limit", "1"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert shown.returncode == 0 and "4 more problem(s)" in shown.stdout
     for key in ("invalid_rate", "mean_response_tokens", "truncation_rate", "settings", "reward"):
         assert key in result
     assert result["num_problems"] == 5
