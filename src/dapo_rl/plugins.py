@@ -22,6 +22,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dapo_rl.algorithm.filtering import GROUP_FILTERS
+from dapo_rl.data.templates import PLACEHOLDER, TEMPLATES
+from dapo_rl.rewards import REWARDS
+
 
 class PluginError(ValueError):
     """An import path in the configuration that cannot be used; the message names key and path."""
@@ -99,8 +103,6 @@ TEMPLATE_SIGNATURE = "a string with one {problem}, or fn(problem: str) -> str"
 
 def resolve_reward(spec: str, key: str = "reward.name") -> str | Callable[..., Any]:
     """A registered reward name stays a name; an import path becomes the checked function."""
-    from dapo_rl.rewards import REWARDS
-
     if spec in REWARDS or not is_import_path(spec):
         REWARDS.get(spec)  # raises with the valid names when unknown
         return spec
@@ -109,8 +111,6 @@ def resolve_reward(spec: str, key: str = "reward.name") -> str | Callable[..., A
 
 def resolve_filter(spec: str, key: str = "dynamic_sampling.filter") -> Callable[..., Any] | None:
     """``std`` (the built-in) gives None; an import path gives the checked function."""
-    from dapo_rl.algorithm.filtering import GROUP_FILTERS
-
     if spec in GROUP_FILTERS or not is_import_path(spec):
         GROUP_FILTERS.get(spec)
         return None
@@ -123,8 +123,6 @@ def resolve_loader(spec: str, key: str = "data.loader") -> Callable[..., Any]:
 
 def resolve_template(spec: str, key: str = "data.template") -> str | Callable[[str], str]:
     """A registered name or a ``{problem}`` string stays; an import path gives its string or function."""
-    from dapo_rl.data.templates import PLACEHOLDER, TEMPLATES
-
     if spec in TEMPLATES or PLACEHOLDER in spec or not is_import_path(spec):
         if PLACEHOLDER not in spec:
             TEMPLATES.get(spec)
