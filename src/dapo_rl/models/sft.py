@@ -2,28 +2,18 @@
 
 :func:`run_sft` trains a fresh tiny Llama on worked solutions
 (:func:`dapo_rl.data.synthetic.format_solution`; loss on the response tokens and the final EOS only),
-AdamW with linear warm-up and cosine decay, then measures the model with the rollout engine on
-held-out problems and writes model, tokenizer and ``sft_info.json`` atomically.
+AdamW with linear warm-up and cosine decay, then measures the model on held-out problems with
+:func:`dapo_rl.evaluation.evaluate` (the evaluation training and ``dapo eval`` use) and writes
+model, tokenizer and ``sft_info.json`` atomically.
 
 The teacher is fallible on purpose: at each column with a carry (or borrow) coming in, it leaves the
 carry out with probability ``forget_carry`` (0.4), carries on from what it wrote and states the
-answer its working implies, so about a quarter of its solutions are wrong (a third of those with two
-or more digits). The warm model imitates that habit as well as the arithmetic: it writes the format
-reliably and knows most column facts, but at temperature 1 it drops about as many carries as its
-teacher. This is the situation reinforcement learning from a verifiable reward is for (imitation
-copied a bad habit; only the reward tells it apart), and DAPO removes the habit within the default
-run. With a faultless teacher (``forget_carry=0``) the 800-step warm model was sampled 43% / greedy
-50% right and DAPO gained only about 4 points in the same budget: what the tiny model still gets
-wrong then are column facts it has not learned, which a 1-bit reward teaches slowly
-(benchmarks/README.md).
-
-Measured with the defaults (1600 steps of 32 problems, lr 2e-3, forget_carry 0.4, 0.86M parameters,
-seed 0) on 2 CPU cores: 195 s of training, 212 s in all. On 200 held-out problems (levels 2-4):
-greedy accuracy 0.72, sampled accuracy at temperature 1 0.47 (level 2: 0.62, 3: 0.44, 4: 0.34),
-carries left out in 38% of the columns that have one; of the 8 samples per problem, 56.5% of the
-groups are mixed, 19.5% all right, 24% all wrong. With forget_carry 0.5 the habit wins greedy
-decoding too (greedy 0.32); with 0.25 it costs fewer points (sampled 0.34 vs greedy 0.51 after 800
-steps).
+answer its working implies. The warm model imitates that habit as well as the arithmetic: it writes
+the format reliably and knows most column facts, but at temperature 1 it drops carries about as
+often as its teacher. This is the situation reinforcement learning from a verifiable reward is for
+(imitation copied a bad habit; only the reward tells it apart). The measured effect of the recipe
+(accuracy, the habit before and after DAPO, timings) is in benchmarks/README.md and in each warm
+model's ``sft_info.json``.
 
 :func:`ensure_warm_model` returns a cached warm model directory, training it first when the cache
 has no complete one for the current task and model configuration.
