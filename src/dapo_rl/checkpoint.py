@@ -43,6 +43,7 @@ from dapo_rl.storage import (
     MANIFEST_FILE,
     atomic_write_text,
     fsync_dir,
+    is_write_error,
     safetensors_problem,
     storage_error,
     verify_manifest,
@@ -134,14 +135,16 @@ def _guarded(ctx: DistContext, tmp: Path, write: Any) -> None:
     try:
         if write is not None:
             write()
-    except (OSError, RuntimeError) as exc:  # torch.save reports a full disk as a RuntimeError
+    except Exception as exc:  # every rank must learn of it before anyone raises
         error = exc
     if ctx.any(error is not None):
         if ctx.is_main:
             shutil.rmtree(tmp, ignore_errors=True)
-        if error is not None:
+        if error is None:
+            raise StorageError(f"could not write the checkpoint {tmp.with_suffix('')}: another rank failed")
+        if is_write_error(error):
             raise storage_error("the checkpoint", tmp.with_suffix(""), error) from error
-        raise StorageError(f"could not write the checkpoint {tmp.with_suffix('')}: another rank failed")
+        raise error
 
 
 def _fresh_dir(path: Path) -> None:

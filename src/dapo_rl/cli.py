@@ -17,6 +17,7 @@ dapo samples runs/NAME [--step N] [--eval]   # read what the model wrote (genera
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train with DAPO (default: tiny model on the synthetic task)")
     _add_config_args(train)
     train.add_argument(
-        "--resume", metavar="RUN_DIR", help="resume the run in RUN_DIR from its last checkpoint"
+        "--resume", metavar="RUN_DIR", help="resume the run in RUN_DIR from its newest valid checkpoint"
+    )
+    train.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete the files of an earlier run in the same run directory first (without it a run "
+        "name in use is refused)",
     )
     train.add_argument(
         "--launcher",
@@ -112,6 +119,8 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from dapo_rl.errors import stopped_exit_code
+
     if args.launcher == "ray":
         from dapo_rl.launch_ray import launch
 
@@ -119,7 +128,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         return 0
     from dapo_rl.launch import train_from_cli
 
-    train_from_cli(config=args.config, overrides=args.overrides, resume=args.resume)
+    summary = train_from_cli(args.config, args.overrides, args.resume, args.overwrite)
+    if summary.get("stopped_early"):  # a checkpoint was written: resumable (130 SIGINT, 143 SIGTERM)
+        return stopped_exit_code(getattr(signal, summary.get("stopped_by") or "SIGTERM"))
     return 0
 
 
@@ -278,13 +289,16 @@ def main(argv: list[str] | None = None) -> None:
         parser.print_help()
         sys.exit(0)
     from dapo_rl.config import ConfigError
+    from dapo_rl.errors import exit_code_for
 
     try:
         code = COMMANDS[args.command](args)
     except ConfigError as exc:
         print(f"dapo {args.command}: {exc}", file=sys.stderr)
         code = 2
-    except (FileNotFoundError, ValueError) as exc:
+    except Exception as exc:  # ours (and FileNotFoundError/ValueError) in one line; the rest: traceback
+        code = exit_code_for(exc)
+        if code is None:
+            raise
         print(f"dapo {args.command}: error: {exc}", file=sys.stderr)
-        code = 2
     sys.exit(code)

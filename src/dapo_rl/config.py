@@ -242,8 +242,8 @@ class BatchConfig(_Section):
 
 
 class OptimConfig(_Section):
-    lr: float = Field(1e-6, gt=0)
-    """AdamW peak learning rate."""
+    lr: float = Field(1e-6, gt=0, allow_inf_nan=False)
+    """AdamW peak learning rate (finite: ``inf`` and ``nan`` are refused)."""
     weight_decay: float = Field(0.1, ge=0)
     """AdamW weight decay."""
     betas: tuple[float, float] = (0.9, 0.999)
@@ -269,6 +269,9 @@ class TrainConfig(_Section):
     """``auto`` (cuda if available, else cpu), ``cpu``, ``cuda``, ``cuda:N``."""
     max_nonfinite_updates: int = Field(3, ge=1)
     """Abort after this many consecutive updates with a non-finite loss or gradient (each is skipped)."""
+    max_empty_steps: int = Field(10, ge=0)
+    """Stop the run as collapsed (exit code 3) after this many consecutive rollout steps with no
+    trainable group (every group's responses scored alike); 0: never. One now and then is normal."""
     num_threads: int | None = None
     """torch CPU threads (``null``: torch's default)."""
 
@@ -424,10 +427,10 @@ def _cross_field_problems(cfg: DapoConfig) -> list[str]:
             f"batch.prompts_per_step={b.prompts_per_step} must be divisible by "
             f"batch.prompts_per_update={b.prompts_per_update}"
         )
-    if cfg.dynamic_sampling.enable and b.samples_per_prompt < 2:
+    if b.samples_per_prompt < 2:
         p.append(
-            f"batch.samples_per_prompt={b.samples_per_prompt} must be >= 2 when dynamic sampling is on "
-            "(a group of one is never informative)"
+            f"batch.samples_per_prompt={b.samples_per_prompt} must be >= 2: a group-relative advantage "
+            "of a group of one response is always 0, so nothing would be trained"
         )
     if b.micro_batch_tokens < r.max_response_tokens:
         p.append(
@@ -436,11 +439,38 @@ def _cross_field_problems(cfg: DapoConfig) -> list[str]:
         )
     if cfg.model.path is not None and not Path(cfg.model.path).expanduser().is_dir():
         p.append(f"model.path={cfg.model.path!r} is not a directory (a local Hugging Face model directory)")
+    elif cfg.model.path is not None:
+        from dapo_rl.storage import check_safetensors
+
+        try:
+            check_safetensors(Path(cfg.model.path).expanduser())  # headers only: fast at any size
+        except ValueError as exc:
+            p.append(f"model.path: {exc}")
+        limit = _position_limit(Path(cfg.model.path).expanduser())
+        if limit is not None and cfg.data.max_prompt_tokens > limit:
+            p.append(
+                f"data.max_prompt_tokens={cfg.data.max_prompt_tokens} is more than the model's "
+                f"{limit} positions (max_position_embeddings in model.path): set it to at most "
+                f"{limit} minus rollout.max_response_tokens"
+            )
     for key in ("train_files", "eval_files"):
         for f in getattr(cfg.data, key):
             if not Path(f).expanduser().is_file():
                 p.append(f"data.{key}: file not found: {f!r}")
     return p
+
+
+def _position_limit(model_dir: Path) -> int | None:
+    """``max_position_embeddings`` of the model's config.json (None when absent or unreadable)."""
+    import json
+
+    try:
+        config = json.loads((model_dir / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    text = config.get("text_config") or {}  # multimodal configs nest the language model's
+    limit = config.get("max_position_embeddings", text.get("max_position_embeddings"))
+    return limit if isinstance(limit, int) else None
 
 
 def _plugin_problems(cfg: DapoConfig) -> list[str]:

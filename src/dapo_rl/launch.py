@@ -4,28 +4,43 @@ This is what ``dapo train`` runs, and what each torchrun process and each Ray wo
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
 from dapo_rl import checkpoint as ckpt
 from dapo_rl.config import load_config
+from dapo_rl.errors import CheckpointError, UsageError
+from dapo_rl.storage import claim_run_dir
 from dapo_rl.trainer import Trainer
 
 
-def train_from_cli(config: str | None, overrides: list[str], resume: str | None) -> dict[str, Any]:
-    """``dapo train``: a new run from a preset, or ``--resume RUN_DIR`` (overrides apply on top)."""
+def train_from_cli(
+    config: str | None, overrides: list[str], resume: str | None, overwrite: bool = False
+) -> dict[str, Any]:
+    """``dapo train``: a new run from a preset, or ``--resume RUN_DIR`` (overrides apply on top).
+    A new run never takes a directory holding another run's files unless ``overwrite`` (which
+    deletes them); the Trainer checks that before it loads anything."""
     if resume:
         run_dir = Path(resume)
+        if config is not None:
+            raise UsageError(
+                f"--resume continues {run_dir} with its own config.yaml; --config {config} cannot "
+                "change it (dotted overrides can: dapo train --resume RUN_DIR key=value)"
+            )
+        if overwrite:
+            raise UsageError("--overwrite starts a new run; it cannot be combined with --resume")
         if not (run_dir / "config.yaml").is_file():
             raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
-        ckpt.latest_checkpoint(run_dir)  # fail early and clearly when there is nothing to resume
+        if not ckpt.list_checkpoints(run_dir):  # fail early and clearly: nothing to resume
+            raise CheckpointError(
+                f"no complete checkpoint under {run_dir / 'checkpoints'} to resume from (the run was "
+                "stopped before its first one): start it again with --overwrite, or under another name"
+            )
         cfg = load_config(run_dir / "config.yaml", overrides)
         return Trainer(cfg, run_dir=run_dir, resume=True).fit()
     cfg = load_config(config, overrides)
     name = cfg.logging.run_name
-    if name and ckpt.list_checkpoints(Path(cfg.logging.run_dir) / name):
-        raise ValueError(
-            f"run directory {Path(cfg.logging.run_dir) / name} already has checkpoints: "
-            "resume it with --resume, or choose another logging.run_name"
-        )
+    if overwrite and name and int(os.environ.get("RANK", "0")) == 0:
+        claim_run_dir(Path(cfg.logging.run_dir) / name, overwrite=True)
     return Trainer(cfg).fit()

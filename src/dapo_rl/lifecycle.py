@@ -110,6 +110,7 @@ class RunClock:
             "heldout_before": before,
             "heldout_after": acc(final_eval),
             "stopped_early": trainer.stop.requested,
+            "stopped_by": signal.Signals(trainer.stop.signum).name if trainer.stop.signum else None,
         }
 
 
@@ -143,10 +144,12 @@ class GracefulStop:
 
     def __init__(self) -> None:
         self.requested = False
+        self.signum: int | None = None  # the signal seen by this process (another rank's: None)
         self._old: dict[int, Any] = {}
 
     def _handle(self, signum: int, _frame: Any) -> None:
         self.requested = True
+        self.signum = signum
         print(
             f"\nreceived {signal.Signals(signum).name}: finishing this step, then checkpointing", flush=True
         )

@@ -41,13 +41,10 @@ def load_rows(cfg: DapoConfig, split: str) -> list[PromptRow]:
 
         n = cfg.data.synthetic.num_train if split == "train" else cfg.data.synthetic.num_eval
         return make_rows(n, seed=cfg.train.seed, split="train" if split == "train" else "test")
-    from dapo_rl.data.readers import read_rows
+    from dapo_rl.data.readers import read_files
 
-    rows: list[PromptRow] = []
-    for f in files:
-        got, _ = read_rows(f, cfg.data.prompt_key, cfg.data.answer_key, on_malformed=cfg.data.on_malformed)
-        rows += got
-    return rows
+    d = cfg.data  # skipped malformed rows are reported per file; an empty file is an error
+    return read_files(files, d.prompt_key, d.answer_key, on_malformed=d.on_malformed)
 
 
 def rows_from_user(items: Any, source: str) -> list[PromptRow]:
@@ -118,15 +115,17 @@ def build_datasets(
     ]
 
 
-def open_run(cfg: DapoConfig, run_dir: Path | None, ctx: DistContext) -> tuple[Path, MetricsLogger]:
+def open_run(
+    cfg: DapoConfig, run_dir: Path | None, ctx: DistContext, write_config: bool = True
+) -> tuple[Path, MetricsLogger]:
     """The run directory (a new one named by rank 0 unless given) with the resolved config saved
-    in it, and the metrics logger (only rank 0 writes)."""
-    from dapo_rl.config import config_to_yaml
+    in it (atomically; a resumed run writes it only once its checkpoint has loaded:
+    ``write_config=False``), and the metrics logger (only rank 0 writes)."""
     from dapo_rl.tracking import MetricsLogger
 
     run_dir = ctx.broadcast_object(run_dir or (new_run_dir(cfg) if ctx.is_main else None))
-    if ctx.is_main:
-        (run_dir / "config.yaml").write_text(config_to_yaml(cfg))
+    if ctx.is_main and write_config:
+        save_config(cfg, run_dir)
     lg = cfg.logging
     logger = MetricsLogger(
         run_dir, lg.tensorboard, lg.wandb, lg.wandb_project, cfg.model_dump(), enabled=ctx.is_main
@@ -134,10 +133,49 @@ def open_run(cfg: DapoConfig, run_dir: Path | None, ctx: DistContext) -> tuple[P
     return run_dir, logger
 
 
+def save_config(cfg: DapoConfig, run_dir: Path) -> None:
+    """``run_dir/config.yaml``, written atomically (a kill never leaves it half-written)."""
+    from dapo_rl.config import config_to_yaml
+    from dapo_rl.storage import atomic_write_text
+
+    atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
+
+
 def new_run_dir(cfg: DapoConfig) -> Path:
-    """``logging.run_dir / (run_name or a timestamp)``, created."""
+    """``logging.run_dir / (run_name or a timestamp)``, created; never a directory that holds
+    another run (a named one is refused, a timestamp gets a ``-2``, ``-3``... suffix)."""
     import time
 
-    path = Path(cfg.logging.run_dir) / (cfg.logging.run_name or time.strftime("%Y%m%d-%H%M%S"))
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    from dapo_rl.storage import claim_run_dir, run_dir_in_use
+
+    root = Path(cfg.logging.run_dir)
+    if cfg.logging.run_name:
+        return claim_run_dir(root / cfg.logging.run_name)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    path, n = root / stamp, 1
+    while run_dir_in_use(path):
+        n += 1
+        path = root / f"{stamp}-{n}"
+    return claim_run_dir(path)
+
+
+def check_run_dir(cfg: DapoConfig, run_dir: Path | None, resume: bool, ctx: DistContext) -> None:
+    """Before the model and data load: a new run's directory must not hold another run, and the
+    place it will be created in must be a writable directory (nothing is created here). Rank 0
+    checks; every rank raises the same :class:`~dapo_rl.errors.RunDirError`."""
+    from dapo_rl.errors import RunDirError
+    from dapo_rl.storage import check_creatable, refuse_if_in_use
+
+    problem = None
+    if ctx.is_main:
+        root = Path(cfg.logging.run_dir)
+        named = run_dir or (root / cfg.logging.run_name if cfg.logging.run_name else None)
+        try:
+            if named is not None and not resume:
+                refuse_if_in_use(named)
+            check_creatable(named or root)
+        except RunDirError as exc:
+            problem = str(exc)
+    problem = ctx.broadcast_object(problem)
+    if problem:
+        raise RunDirError(problem)

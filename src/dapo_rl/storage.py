@@ -76,6 +76,15 @@ def _storage_hint(exc: BaseException) -> str:
     return "check the file system, then resume the run (dapo train --resume RUN_DIR)"
 
 
+def is_write_error(exc: BaseException) -> bool:
+    """An OSError, or what torch.save (``unexpected pos``) and safetensors (``I/O error``) raise
+    when a write fails (a full disk, a lost mount)."""
+    text = str(exc)
+    return isinstance(exc, OSError) or any(
+        needle in text for needle in ("unexpected pos", "I/O error", "No space left", "os error", "Errno")
+    )
+
+
 def storage_error(what: str, path: Path, exc: BaseException) -> StorageError:
     """A :class:`StorageError` for a failed write of ``what`` at ``path``, saying what to do."""
     reason = getattr(exc, "strerror", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
@@ -179,44 +188,75 @@ def run_dir_in_use(path: Path) -> list[str]:
     return [name for name in RUN_FILES if (Path(path) / name).exists()]
 
 
-def check_writable(path: Path) -> None:
-    """Create ``path`` (and parents) and write a probe file there, or raise :class:`RunDirError`."""
-    path = Path(path)
+def refuse_if_in_use(path: Path) -> None:
+    """Raise :class:`RunDirError` when ``path`` holds another run's files."""
+    used = run_dir_in_use(path)
+    if used:
+        raise RunDirError(
+            f"run directory {path} already holds another run ({', '.join(used)}): continue it with "
+            f"dapo train --resume {path}, choose another logging.run_name, or pass --overwrite to "
+            "delete it"
+        )
+
+
+def _nearest_existing(path: Path) -> Path:
     for parent in (path, *path.parents):
-        if parent.exists() and not parent.is_dir():
-            raise RunDirError(
-                f"cannot use {path} as a run directory: {parent} exists and is not a directory; "
-                "choose another logging.run_dir or logging.run_name"
-            )
         if parent.exists():
-            break
-    probe = path / ".write_probe"
+            if not parent.is_dir():
+                raise RunDirError(
+                    f"cannot use {path} as a run directory: {parent} exists and is not a directory; "
+                    "choose another logging.run_dir or logging.run_name"
+                )
+            return parent
+    return Path.cwd()
+
+
+def _probe(directory: Path, path: Path) -> None:
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise RunDirError(
+            f"cannot write to the run directory {path}: {exc.strerror or exc} ({directory}); fix its "
+            "permissions or choose another logging.run_dir"
+        ) from exc
+
+
+def check_creatable(path: Path) -> None:
+    """``path`` can become a run directory: it or its nearest existing parent is a directory this
+    process can write in (probed with a temporary file; nothing else is created). Raises
+    :class:`RunDirError`."""
+    path = Path(path)
+    _probe(_nearest_existing(path), path)
+
+
+def check_writable(path: Path) -> None:
+    """Create ``path`` (and parents) and probe that files can be written there, or raise
+    :class:`RunDirError`."""
+    path = Path(path)
+    _nearest_existing(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe.write_text("ok")
-        probe.unlink()
     except OSError as exc:
         raise RunDirError(
             f"cannot write to the run directory {path}: {exc.strerror or exc}; fix its permissions or "
             "choose another logging.run_dir"
         ) from exc
+    _probe(path, path)
 
 
 def claim_run_dir(path: Path, overwrite: bool = False) -> Path:
     """Make ``path`` the directory of a NEW run: refuse one holding another run's files (unless
-    ``overwrite``, which deletes them), and check that it can be written. Returns ``path``."""
+    ``overwrite``, which deletes everything in it), and check that it can be written. Returns
+    ``path``."""
     path = Path(path)
     used = run_dir_in_use(path)
-    if used and not overwrite:
-        raise RunDirError(
-            f"run directory {path} already holds another run ({', '.join(used)}): continue it with "
-            "dapo train --resume, choose another logging.run_name, or pass --overwrite to delete it"
-        )
-    if used:
-        for name in used:
-            target = path / name
-            shutil.rmtree(target) if target.is_dir() else target.unlink()
-        for extra in ("tensorboard", "plots"):
-            shutil.rmtree(path / extra, ignore_errors=True)
+    if not overwrite:
+        refuse_if_in_use(path)
+    if used:  # --overwrite: the earlier run's files all go (metrics, checkpoints, plots, ...)
+        for child in path.iterdir():
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     check_writable(path)
     return path

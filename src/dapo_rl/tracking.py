@@ -17,7 +17,7 @@ from typing import Any
 from dapo_rl import metric_names as M
 from dapo_rl.generations import GENERATIONS_FILE, append_jsonl, eval_path
 from dapo_rl.plots import read_metrics
-from dapo_rl.storage import atomic_write_lines
+from dapo_rl.storage import atomic_write_lines, storage_error
 
 WANDB_ID_FILE = "wandb_id.txt"
 """The W&B run id, kept in the run directory so that ``--resume`` continues the same W&B run."""
@@ -162,8 +162,11 @@ class MetricsLogger:
         if not self.enabled:
             return
         record = {"step": step, **{k: _clean(v) for k, v in sorted(metrics.items())}}
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            with self.path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as exc:  # a full disk: exit code 4, the lines already written stay
+            raise storage_error("the metrics file", self.path, exc) from exc
         if self._tb is not None:
             for key, value in metrics.items():
                 if isinstance(value, (int, float)) and not isinstance(value, bool):

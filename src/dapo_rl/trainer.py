@@ -47,6 +47,7 @@ from dapo_rl.algorithm.advantages import ADVANTAGE_ESTIMATORS
 from dapo_rl.algorithm.filtering import GroupView
 from dapo_rl.algorithm.overlong import overlong_penalty, truncation_loss_mask
 from dapo_rl.batch import TrainSample
+from dapo_rl.collapse import CollapseGuard
 from dapo_rl.config import DapoConfig, load_config
 from dapo_rl.data.encoder import PromptEncoder
 from dapo_rl.distributed import DistContext, gathered, init_distributed, wrap_policy
@@ -71,10 +72,12 @@ from dapo_rl.rollout.base import SamplingParams
 from dapo_rl.rollout.factory import build_engine
 from dapo_rl.runtime import (
     build_datasets,
+    check_run_dir,
     eos_token_ids,
     load_model_and_tokenizer,
     model_dir,
     open_run,
+    save_config,
 )
 from dapo_rl.sampling import Collected, Group, GroupCollector
 from dapo_rl.step_metrics import (
@@ -85,6 +88,7 @@ from dapo_rl.step_metrics import (
     rollout_metrics,
     trained_metrics,
 )
+from dapo_rl.storage import atomic_write_text
 from dapo_rl.tracking import check_trackers
 from dapo_rl.update import PolicyUpdate
 
@@ -122,8 +126,10 @@ class Trainer:
         self.owns_dist = dist is None
         self.dist = dist or init_distributed(cfg.train.device, cfg.distributed.timeout_s)
         self.device = self.dist.device
+        check_run_dir(cfg, run_dir, resume, self.dist)  # before the model and data load
+        resume_from = ckpt.resume_checkpoint(run_dir, self.dist) if resume else None  # newest valid
         with self.dist.main_first():  # rank 0 builds the cached warm-started model first
-            path = model_dir(cfg) if not resume else ckpt.latest_checkpoint(run_dir) / "model"
+            path = model_dir(cfg) if resume_from is None else resume_from / "model"
         self.model, self.tokenizer = load_model_and_tokenizer(path, cfg, self.device)
         # what trains and samples: float32 master weights, forward and backward in model.dtype
         self.policy = wrap_policy(self.model, self.dist, cfg.distributed, compute_dtype(cfg))
@@ -147,13 +153,14 @@ class Trainer:
         )  # fmt: skip
         self.optimizer, self.scheduler = build_optimizer(self.policy, cfg)
         self.step, self.totals = 0, RunTotals()
+        self.collapse = CollapseGuard(cfg.train.max_empty_steps, cfg.optim.lr, self.dist.any)
         self.update = PolicyUpdate(
             cfg, self.policy, self.ref_policy, self.optimizer, self.scheduler, self.tokenizer.pad_token_id,
             self.dist, self.totals,
         )  # fmt: skip
-        self.run_dir, self.logger = open_run(cfg, run_dir, self.dist)
-        if resume:
-            self._restore(ckpt.latest_checkpoint(self.run_dir))
+        self.run_dir, self.logger = open_run(cfg, run_dir, self.dist, write_config=not resume)
+        if resume_from is not None:
+            self._restore(resume_from)
             self.engine.sync_weights()  # an engine holding its own weights takes the restored ones
         self.stop = GracefulStop()
 
@@ -202,6 +209,7 @@ class Trainer:
         metrics |= collected.metrics
         metrics |= rollout_metrics(collected.generated, self.counts, self.totals, self.dist)
         fresh = not self.dist.any(any(g.age > 0 for g in collected.groups))
+        self.trained_groups = collected.total
         if collected.total:
             metrics |= self.update(samples, collected.total, fresh, self.stages)
             with self.stages.time("weight_sync"):
@@ -312,6 +320,9 @@ class Trainer:
 
     def _after_step(self, metrics: dict[str, float], bar: Any) -> None:
         self.logger.log(self.step, metrics)
+        if self.trained_groups:  # a diverged run stops here, before it evaluates or saves
+            self.collapse.check_weights(self.policy, f"after the updates of step {self.step}")
+        self.collapse.after_step(self.step, self.trained_groups)
         bar.update(1)
         bar.set_postfix(
             reward=f"{metrics.get(M.REWARD_MEAN, float('nan')):.2f}",
@@ -337,6 +348,7 @@ class Trainer:
             "dataset": self.dataset.state_dict(),
             "updates": self.update.updates,
             "nonfinite_in_row": self.update.nonfinite_in_row,
+            "collapse": self.collapse.state_dict(),
         }
 
     def local_state_dict(self) -> dict[str, Any]:
@@ -360,14 +372,17 @@ class Trainer:
         self.totals.load(state["counters"])
         self.step, self.update.updates = state["step"], state["updates"]
         self.update.nonfinite_in_row = state["nonfinite_in_row"]
+        self.collapse.load_state_dict(state.get("collapse", {}))
         ckpt.set_rng_state(state["rng"])
         self.logger.truncate_after(self.step)
+        if self.dist.is_main:  # the resume overrides, now that the checkpoint has loaded
+            save_config(self.cfg, self.run_dir)
 
     def _finish(self, summary: dict[str, Any]) -> None:
         self.logger.close()
         self.reward.close()
         if self.dist.is_main:
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+            atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2, default=str))
             if self.cfg.logging.plots:
                 plot_run(self.run_dir)
             if self.cfg.logging.progress:

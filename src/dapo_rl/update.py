@@ -29,14 +29,16 @@ from dapo_rl.batch import (
     sequence_logprobs,
     split_by_groups,
 )
+from dapo_rl.collapse import nonfinite_update_error
 from dapo_rl.config import DapoConfig
 from dapo_rl.distributed import DistContext, clip_grad_norm, pad_plan, sync_gradients
+from dapo_rl.errors import DivergedError
 from dapo_rl.mismatch import MismatchTracker
 from dapo_rl.step_metrics import RunTotals, StageTimes, UpdateSums, update_metrics
 
 
-class NonFiniteError(RuntimeError):
-    """Too many consecutive optimizer updates had a non-finite loss or gradient."""
+class NonFiniteError(DivergedError):
+    """Too many consecutive optimizer updates had a non-finite loss or gradient (exit code 3)."""
 
 
 class PolicyUpdate:
@@ -211,9 +213,7 @@ class PolicyUpdate:
             self.nonfinite_in_row += 1
             self.totals.nonfinite_skipped += 1
             if self.nonfinite_in_row >= self.cfg.train.max_nonfinite_updates:
-                raise NonFiniteError(
-                    f"{self.nonfinite_in_row} consecutive updates had a non-finite loss or gradient "
-                    f"(last loss {total_loss}, grad norm {grad_norm}); lower optim.lr or check the data"
-                )
+                why = nonfinite_update_error(self.nonfinite_in_row, total_loss, grad_norm, self.cfg.optim.lr)
+                raise NonFiniteError(str(why))
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm if finite else 0.0

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from dapo_rl.storage import check_safetensors
+
 if TYPE_CHECKING:
     from dapo_rl.config import DapoConfig
 
@@ -55,6 +57,7 @@ def load_model_and_tokenizer(
     base_path = _adapter_base(path) if adapter_dir else path
     if not (base_path / "config.json").is_file():
         raise FileNotFoundError(f"{base_path} is not a Hugging Face model directory (no config.json)")
+    check_safetensors(base_path)  # a corrupt or truncated file is named (ModelFileError), not a raw traceback
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
     dtype = torch.float32 if trainable else compute_dtype(cfg)
     model = AutoModelForCausalLM.from_pretrained(
