@@ -269,3 +269,44 @@ def test_a_reused_run_name_is_refused(world: dict) -> None:
     assert out.returncode == 2 and "already holds another run (metrics.jsonl)" in out.stderr
     assert (run / "metrics.jsonl").read_text() == '{"step": 1, "reward/mean": 0.5}\n'
     assert sorted(p.name for p in run.iterdir()) == ["metrics.jsonl"]
+
+
+def test_a_failed_resume_leaves_config_yaml_alone(world: dict) -> None:
+    run = world["runs"] / "no_valid_checkpoint"
+    shutil.copytree(world["ref"], run)
+    before = (run / "config.yaml").read_text()
+    for state in (run / "checkpoints").glob("step_*/trainer_state.pt"):
+        state.write_bytes(b"garbage")
+    out = _dapo(["train", "--resume", str(run), "train.total_steps=9"], world["tmp"])
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "no checkpoint of" in out.stderr and "trainer_state.pt has 7 bytes" in out.stderr
+    assert (run / "config.yaml").read_text() == before  # not rewritten with total_steps=9
+
+
+def test_resume_with_another_config_is_refused(world: dict) -> None:
+    out = _dapo(["train", "--resume", str(world["ref"]), "--config", "gsm8k"], world["tmp"])
+    assert out.returncode == 2 and "--config gsm8k cannot change it" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+def test_sigint_checkpoints_exits_130_and_resumes_exactly(world: dict) -> None:
+    runs, tmp, name = world["runs"], world["tmp"], "sigint"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dapo_rl", *_args(world["model"], runs, name)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=quiet_env(tmp),
+    )  # fmt: skip
+    metrics = runs / name / "metrics.jsonl"
+    deadline = time.time() + 240
+    while proc.poll() is None and time.time() < deadline:
+        if metrics.exists() and '"step": 1,' in metrics.read_text():
+            break
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 130, stderr[-3000:]
+    summary = json.loads((runs / name / "summary.json").read_text())
+    assert summary["stopped_early"] and summary["stopped_by"] == "SIGINT" and "SIGINT" in stdout
+    assert (runs / name / "checkpoints" / f"step_{summary['steps']:06d}" / "COMPLETE").exists()
+    out = _dapo(["train", "--resume", str(runs / name)], tmp)
+    assert out.returncode == 0, out.stderr[-3000:]
+    _assert_same_records(world["ref"], runs / name)
