@@ -1,17 +1,24 @@
-"""Rollout throughput: our engine (``HFRolloutEngine``) against transformers' ``model.generate``.
+"""Rollout throughput: our engines (``hf``, ``vllm``) against transformers' ``model.generate``.
 
-    .venv/bin/python benchmarks/rollout_vs_generate.py
+    .venv/bin/python benchmarks/rollout_vs_generate.py            # EOS suppressed: equal tokens
+    .venv/bin/python benchmarks/rollout_vs_generate.py --ragged   # EOS allowed: ragged lengths
 
-Two locally built, randomly initialised models (nothing is downloaded): the embedded tiny Llama
-(``dapo_rl.models.tiny``) and a tiny Qwen2 (hidden 128, 4 layers, 4 query / 2 key-value heads, q/k/v
-biases, vocabulary 384, seeded). 32 synthetic arithmetic prompts, each sampled G = 8 and 16 times at
-temperature 1, top-p 1, no top-k, 64 new tokens.
+Locally built, randomly initialised models (nothing is downloaded): the embedded tiny Llama
+(``llama``, 0.8M parameters, ``dapo_rl.models.tiny``), a tiny Qwen2 (``qwen2``: hidden 128, 4 layers,
+4 query / 2 key-value heads, q/k/v biases, vocabulary 384, seeded) and two Qwen2-shaped ones of
+about 25M (``qwen2_25m``: hidden 512, 8 layers, 8/2 heads) and 100M parameters (``qwen2_100m``:
+hidden 768, 12 layers, 12/4 heads). Synthetic arithmetic prompts (32 for the tiny models, 8 and 4
+for the larger ones, so that a size takes seconds, not minutes, on 2 cores), each sampled G = 8
+and 16 times at temperature 1, top-p 1, no top-k, 64 new tokens (32 for the larger models).
 
-Three runners: ``ours`` (the engine as shipped: lean decode step), ``ours_hf_step`` (the engine with
-``lean_decode=False``: transformers' forward per step) and ``generate``. Fairness: EOS is suppressed
-in all (our engine gets no EOS ids; ``generate`` gets ``min_new_tokens = max_new_tokens``), so every
-row generates 64 tokens, and the tokens are counted from the outputs (``generate``: non-pad tokens of
-each row's generated part, which stops at its first EOS); the script fails if the counts differ.
+Four runners: ``ours`` (the hf engine as shipped: lean decode step), ``ours_hf_step`` (the engine
+with ``lean_decode=False``: transformers' forward per step), ``vllm`` (the vllm engine: in-process
+vLLM, fp32, eager, built once per model outside the timing) and ``generate``. Fairness: by default
+EOS is suppressed in all (our engines get no EOS ids; ``generate`` gets ``min_new_tokens =
+max_new_tokens``), so every row generates the same number of tokens, and the tokens are counted
+from the outputs (``generate``: non-pad tokens of each row's generated part, which stops at its
+first EOS); the script fails if the counts differ. With ``--ragged`` EOS ends a row (each runner
+samples its own lengths: tokens/s is each runner's own count over its own time).
 ``generate`` gets each prompt repeated G times (``num_return_sequences=G``, ``do_sample=True``,
 ``top_k=0``, ``use_cache=True``), left-padded, in one batch; our engine gets the 32 prompts and
 ``n = G``. All run under ``torch.no_grad`` with the same threads (``--threads``, default torch's);
@@ -19,7 +26,7 @@ one warm-up call each, then the runners alternate for ``--repeats`` rounds (so t
 processes hits all alike) and the median wall time and CPU time (all threads) of each is reported.
 On a machine shared with other CPU-bound processes, compare the speedups, not the absolute figures.
 
-Writes benchmarks/results/rollout_vs_generate.{json,md}.
+Writes benchmarks/results/rollout_vs_generate.{json,md} (``_ragged`` with ``--ragged``).
 """
 
 from __future__ import annotations
@@ -37,18 +44,27 @@ from dapo_rl.data.synthetic import make_rows
 from dapo_rl.models.tiny import build_tiny_model, build_tokenizer
 from dapo_rl.rollout import HFRolloutEngine, SamplingParams
 
+QWEN2_SHAPES = {  # hidden, layers, intermediate, query heads, key-value heads
+    "qwen2": (128, 4, 384, 4, 2),
+    "qwen2_25m": (512, 8, 1408, 8, 2),
+    "qwen2_100m": (768, 12, 3072, 12, 4),
+}
+WORKLOAD = {"llama": (32, 64), "qwen2": (32, 64), "qwen2_25m": (8, 32), "qwen2_100m": (4, 32)}
+"""model -> (prompts, new tokens) by default."""
 
-def tiny_qwen2(vocab: int = 384, seed: int = 0) -> torch.nn.Module:
-    """A randomly initialised Qwen2 causal LM (hidden 128, 4 layers, GQA 4/2 heads, tied head)."""
+
+def tiny_qwen2(vocab: int = 384, seed: int = 0, shape: str = "qwen2") -> torch.nn.Module:
+    """A randomly initialised Qwen2 causal LM of ``QWEN2_SHAPES[shape]`` (GQA, tied head)."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
+    hidden, layers, intermediate, heads, kv_heads = QWEN2_SHAPES[shape]
     config = Qwen2Config(
         vocab_size=vocab,
-        hidden_size=128,
-        intermediate_size=384,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        num_key_value_heads=2,
+        hidden_size=hidden,
+        intermediate_size=intermediate,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
         max_position_embeddings=256,
         tie_word_embeddings=True,
         bos_token_id=1,
@@ -65,17 +81,44 @@ def build_models(names: list[str]) -> dict[str, torch.nn.Module]:
     models: dict[str, torch.nn.Module] = {}
     if "llama" in names:
         models["llama"] = build_tiny_model(tokenizer, seed=0)
-    if "qwen2" in names:
-        models["qwen2"] = tiny_qwen2()
+    for shape in QWEN2_SHAPES:
+        if shape in names:
+            models[shape] = tiny_qwen2(shape=shape)
     for m in models.values():
         m.eval()
     return models
 
 
+RAGGED = False  # --ragged: EOS ends a row (set in main)
+
+
+def _params(model, max_new: int, seed: int) -> SamplingParams:
+    eos = [model.generation_config.eos_token_id] if RAGGED else []
+    return SamplingParams(max_new_tokens=max_new, temperature=1.0, top_p=1.0, seed=seed, eos_token_ids=eos)
+
+
 def run_ours(model, tokenizer, prompts: list[list[int]], g: int, max_new: int, seed: int, lean: bool) -> int:
     engine = HFRolloutEngine(model, tokenizer, max_batch_sequences=len(prompts) * g, lean_decode=lean)
-    params = SamplingParams(max_new_tokens=max_new, temperature=1.0, top_p=1.0, seed=seed)
-    out = engine.generate(prompts, g, params)
+    out = engine.generate(prompts, g, _params(model, max_new, seed))
+    return sum(r.length for s in out for r in s)
+
+
+_VLLM: dict[int, Any] = {}  # one vLLM engine per model, built outside the timing
+
+
+def vllm_engine(model, tokenizer, rows: int) -> Any:
+    if id(model) not in _VLLM:
+        from dapo_rl.rollout.vllm_engine import VLLMRolloutEngine  # heavy optional dependency
+
+        _VLLM[id(model)] = VLLMRolloutEngine(
+            model, tokenizer, max_batch_sequences=rows, max_model_len=256, kv_cache_bytes=1 << 30
+        )
+    return _VLLM[id(model)]
+
+
+def run_vllm(model, tokenizer, prompts: list[list[int]], g: int, max_new: int, seed: int) -> int:
+    engine = vllm_engine(model, tokenizer, 512)
+    out = engine.generate(prompts, g, _params(model, max_new, seed))
     return sum(r.length for s in out for r in s)
 
 
@@ -93,7 +136,7 @@ def run_generate(model, tokenizer, prompts: list[list[int]], g: int, max_new: in
             top_k=0,
             num_return_sequences=g,
             max_new_tokens=max_new,
-            min_new_tokens=max_new,
+            min_new_tokens=1 if RAGGED else max_new,
             use_cache=True,
             pad_token_id=tokenizer.pad_token_id,
             eos_token_id=eos,
@@ -108,6 +151,7 @@ def run_generate(model, tokenizer, prompts: list[list[int]], g: int, max_new: in
 RUNNERS = {
     "ours": lambda *a: run_ours(*a, lean=True),
     "ours_hf_step": lambda *a: run_ours(*a, lean=False),  # the engine with transformers' decode step
+    "vllm": run_vllm,
     "generate": run_generate,
 }
 
@@ -121,70 +165,90 @@ def measure(
     wall: dict[str, list[float]] = {n: [] for n in runners}
     cpu: dict[str, list[float]] = {n: [] for n in runners}
     tokens: dict[str, set[int]] = {n: set() for n in runners}
+    tokens_per_round: dict[str, list[int]] = {n: [] for n in runners}
     for r in range(repeats):
         for name in runners:
             w, c = time.perf_counter(), time.process_time()
-            tokens[name].add(RUNNERS[name](model, tokenizer, prompts, g, max_new, r + 1))
+            count = RUNNERS[name](model, tokenizer, prompts, g, max_new, r + 1)
+            tokens[name].add(count)
+            tokens_per_round[name].append(count)
             wall[name].append(time.perf_counter() - w)
             cpu[name].append(time.process_time() - c)
     counts = set().union(*tokens.values())
-    if len(counts) != 1:
+    if len(counts) != 1 and not RAGGED:
         raise RuntimeError(f"token counts differ: {tokens}")
-    n_tokens = counts.pop()
-    fig: dict[str, Any] = {"tokens": n_tokens}
+    fig: dict[str, Any] = {"tokens": max(counts)}
     for name in runners:
+        n_tokens = statistics.median(tokens_per_round[name])
+        fig[f"{name}_tokens"] = n_tokens
         fig[f"{name}_s"] = round(statistics.median(wall[name]), 4)
         fig[f"{name}_cpu_s"] = round(statistics.median(cpu[name]), 4)
         fig[f"{name}_tok_s"] = round(n_tokens / statistics.median(wall[name]), 1)
         fig[f"{name}_all_s"] = [round(t, 4) for t in wall[name]]
-    for name in runners:
+    for name in runners:  # speedups in tokens/s (equal to time ratios when the counts are equal)
         if name != "generate" and "generate" in runners:
-            fig[f"{name}_speedup"] = round(fig["generate_s"] / fig[f"{name}_s"], 2)
-            fig[f"{name}_speedup_cpu"] = round(fig["generate_cpu_s"] / fig[f"{name}_cpu_s"], 2)
+            gen_cpu_rate = fig["generate_tokens"] / fig["generate_cpu_s"]
+            fig[f"{name}_speedup"] = round(fig[f"{name}_tok_s"] / fig["generate_tok_s"], 2)
+            fig[f"{name}_speedup_cpu"] = round(fig[f"{name}_tokens"] / fig[f"{name}_cpu_s"] / gen_cpu_rate, 2)
+    if "vllm" in runners and "ours" in runners:
+        fig["vllm_over_ours"] = round(fig["vllm_tok_s"] / fig["ours_tok_s"], 2)
     return fig
 
 
 def main() -> None:
+    global RAGGED
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--models", nargs="+", default=["llama", "qwen2"], choices=["llama", "qwen2"])
+    ap.add_argument(
+        "--models", nargs="+", default=["llama", "qwen2_25m", "qwen2_100m"], choices=list(WORKLOAD)
+    )
     ap.add_argument("--groups", nargs="+", type=int, default=[8, 16], help="samples per prompt G")
-    ap.add_argument("--prompts", type=int, default=32)
-    ap.add_argument("--max-new-tokens", type=int, default=64)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--prompts", type=int, default=None, help="default: per model (WORKLOAD)")
+    ap.add_argument("--max-new-tokens", type=int, default=None, help="default: per model (WORKLOAD)")
+    ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--runners", nargs="+", default=list(RUNNERS), choices=list(RUNNERS))
+    ap.add_argument("--ragged", action="store_true", help="EOS ends a row (lengths differ by runner)")
     ap.add_argument("--no-write", action="store_true", help="print only, do not write results/")
     args = ap.parse_args()
+    RAGGED = args.ragged
     if args.threads:
         torch.set_num_threads(args.threads)
 
     tokenizer = build_tokenizer()
-    prompts = [tokenizer(row.prompt)["input_ids"] for row in make_rows(args.prompts, seed=0)]
     models = build_models(args.models)
     figures: dict[str, Any] = {}
     lines = [
-        "| model | G | tokens | ours tok/s | ours, transformers step, tok/s | generate tok/s "
-        "| speedup (wall) | speedup (CPU time) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | parameters | prompts x G x new tokens | tokens | hf (ours) tok/s | hf, transformers step, tok/s "
+        "| vllm tok/s | generate tok/s | hf vs generate | vllm vs generate | vllm vs hf |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, model in models.items():
+        n_prompts, max_new = WORKLOAD[name]
+        n_prompts, max_new = args.prompts or n_prompts, args.max_new_tokens or max_new
+        prompts = [tokenizer(row.prompt)["input_ids"] for row in make_rows(n_prompts, seed=0)]
+        params = sum(p.numel() for p in model.parameters())
         for g in args.groups:
-            fig = measure(model, tokenizer, prompts, g, args.max_new_tokens, args.repeats, args.runners)
+            fig = measure(model, tokenizer, prompts, g, max_new, args.repeats, args.runners)
+            fig |= {"parameters": params, "prompts": n_prompts, "max_new_tokens": max_new}
             figures[f"{name}_G{g}"] = fig
             row = (
-                f"| {name} | {g} | {fig['tokens']} | {fig.get('ours_tok_s', '-')} "
-                f"| {fig.get('ours_hf_step_tok_s', '-')} | {fig.get('generate_tok_s', '-')} "
-                f"| {fig.get('ours_speedup', '-')}x | {fig.get('ours_speedup_cpu', '-')}x |"
+                f"| {name} | {params / 1e6:.1f}M | {n_prompts} x {g} x {max_new} | {fig['tokens']} "
+                f"| {fig.get('ours_tok_s', '-')} | {fig.get('ours_hf_step_tok_s', '-')} "
+                f"| {fig.get('vllm_tok_s', '-')} | {fig.get('generate_tok_s', '-')} "
+                f"| {fig.get('ours_speedup', '-')}x | {fig.get('vllm_speedup', '-')}x "
+                f"| {fig.get('vllm_over_ours', '-')}x |"
             )
             lines.append(row)
             print(row, {k: v for k, v in fig.items() if k.endswith("_all_s")}, flush=True)
+        if id(model) in _VLLM:
+            _VLLM.pop(id(model)).close()
     table = "\n".join(lines)
     print(table)
     if not args.no_write:
         config = {
-            "prompts": args.prompts,
             "groups": args.groups,
-            "max_new_tokens": args.max_new_tokens,
+            "workload": {n: WORKLOAD[n] for n in models},
+            "ragged": args.ragged,
             "temperature": 1.0,
             "top_p": 1.0,
             "repeats": args.repeats,
@@ -196,7 +260,8 @@ def main() -> None:
                 for n, m in models.items()
             },
         }
-        print(write_result("rollout_vs_generate", config, figures, table))
+        name = "rollout_vs_generate_ragged" if args.ragged else "rollout_vs_generate"
+        print(write_result(name, config, figures, table))
 
 
 if __name__ == "__main__":
