@@ -220,7 +220,7 @@ def format_groups(records: list[dict[str, Any]], width: int = 100, color: bool =
             if r.get("advantage") is not None:
                 meta.append(f"adv {_num(r['advantage'])}")
             if "pred" in r:
-                meta.append(f"answer {r['pred']!r}")
+                meta.append("no answer" if r["pred"] is None else f"answer {r['pred']!r}")
             meta.append(f"{r.get('length')} tok, {r.get('finish_reason')}")
             out += ["  " + "  ".join(meta), _wrap(r.get("response", ""), width, "    ")]
     return "\n".join(out)
