@@ -17,7 +17,7 @@ from tests.helpers_run import save_random_tiny_model
 pytestmark = pytest.mark.distributed
 
 
-def train_bf16(model: str, runs: str, tag: str) -> None:
+def train_bf16(model: str, runs: str, tag: str, *extra: str) -> None:
     from dapo_rl.config import load_config
     from dapo_rl.distributed import init_distributed, is_sharded
     from dapo_rl.trainer import Trainer
@@ -31,7 +31,7 @@ def train_bf16(model: str, runs: str, tag: str) -> None:
         "optim.weight_decay=0",
         "model.dtype=bfloat16",
     ]
-    overrides += [f"model.path={model}", f"logging.run_dir={runs}", f"logging.run_name={tag}"]
+    overrides += [f"model.path={model}", f"logging.run_dir={runs}", f"logging.run_name={tag}", *extra]
     trainer = Trainer(
         load_config(None, overrides),
         reward_fn=parity_reward,
@@ -51,8 +51,11 @@ def test_bf16_fsdp2_and_autocast_train_float32_master_weights(tmp_path: Path) ->
     model = save_random_tiny_model(tmp_path / "model")
     run_ranks(train_bf16, 1, str(model), str(tmp_path / "runs"), "one")
     run_ranks(train_bf16, 2, str(model), str(tmp_path / "runs"), "two")
+    # the hf engine decoding from bf16-gathered FSDP2 parameters, and a bf16 reference model
+    hf = ("rollout.engine=hf", "algorithm.kl_coef=0.1", "dynamic_sampling.metric=reward")
+    run_ranks(train_bf16, 2, str(model), str(tmp_path / "runs"), "two-hf", *hf)
     start = load_file(model / "model.safetensors")
-    for tag in ("one", "two"):
+    for tag in ("one", "two", "two-hf"):
         w = load_file(tmp_path / "runs" / tag / "checkpoints" / "step_000001" / "model" / "model.safetensors")
         assert all(v.dtype == torch.float32 for v in w.values())
         changed = sum(int((w[k] != start[k]).sum()) for k in start)
