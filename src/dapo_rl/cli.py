@@ -160,6 +160,7 @@ def eval_from_cli(args: argparse.Namespace) -> dict[str, Any]:
     from dapo_rl.eval_metrics import format_table, to_json
     from dapo_rl.evaluation import EvalSpec, evaluate
     from dapo_rl.generations import append_jsonl, eval_records, without_responses
+    from dapo_rl.lifecycle import quiet_third_party
     from dapo_rl.plugins import resolve_reward, resolve_template
     from dapo_rl.registry import RegistryError
     from dapo_rl.rewards.runner import RewardRunner
@@ -195,6 +196,7 @@ def eval_from_cli(args: argparse.Namespace) -> dict[str, Any]:
     path = Path(model_arg).expanduser() if model_arg is not None else model_dir(cfg)
     if cfg.train.num_threads:
         torch.set_num_threads(cfg.train.num_threads)
+    quiet_third_party()  # our eval bar only
     model, tokenizer = load_model_and_tokenizer(path, cfg, resolve_device(cfg.train.device), trainable=False)
     engine = build_engine(model, tokenizer, cfg)
     encode = PromptEncoder(tokenizer, template, cfg.data.use_chat_template, cfg.data.system_prompt)
@@ -235,7 +237,10 @@ def _eval_data_description(cfg: Any) -> str:
 
 
 def _cmd_sft(args: argparse.Namespace) -> int:
+    from dapo_rl.lifecycle import quiet_third_party
     from dapo_rl.models.sft import ensure_warm_model
+
+    quiet_third_party()  # our SFT bar only
 
     recipe = {}
     if args.forget_carry is not None:
