@@ -28,6 +28,10 @@ ROLLOUT_RESPONSE_LEN_MEAN = "rollout/response_len_mean"
 ROLLOUT_RESPONSE_LEN_MAX = "rollout/response_len_max"
 ROLLOUT_TRUNCATED_FRAC = "rollout/truncated_frac"
 ROLLOUT_MASKED_TRUNCATED_FRAC = "rollout/masked_truncated_frac"
+# training-inference mismatch (when the engine returns log-probs: the vllm engine), algorithm/importance.py
+ROLLOUT_LOGPROB_ABS_DIFF_MEAN = "rollout/logprob_abs_diff_mean"
+ROLLOUT_LOGPROB_ABS_DIFF_MAX = "rollout/logprob_abs_diff_max"
+ROLLOUT_LOGPROB_KL_K3 = "rollout/logprob_kl_k3"
 
 # ---- sampling/ : dynamic sampling ------------------------------------------------------------------
 SAMPLING_ROUNDS = "sampling/rounds"

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from dapo_rl import metric_names as M
 from dapo_rl.algorithm.aggregation import aggregate, aggregation_totals, aggregation_weights
 from dapo_rl.algorithm.importance import finalize_mismatch, mismatch_sums, truncated_importance_weights
 from dapo_rl.algorithm.policy_loss import clipped_policy_loss
@@ -33,6 +34,11 @@ def test_mismatch_metrics_by_hand() -> None:
         },
         abs=1e-12,
     )
+    assert set(out) == {
+        M.ROLLOUT_LOGPROB_ABS_DIFF_MEAN,
+        M.ROLLOUT_LOGPROB_ABS_DIFF_MAX,
+        M.ROLLOUT_LOGPROB_KL_K3,
+    }
     empty = finalize_mismatch(mismatch_sums(train, rollout, torch.zeros_like(mask)))
     assert set(empty.values()) == {0.0}
 
