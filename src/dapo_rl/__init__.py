@@ -21,7 +21,7 @@ from typing import Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "train": "dapo_rl.trainer",
+    "train": "dapo_rl.launch",
     "Trainer": "dapo_rl.trainer",
     "load_config": "dapo_rl.config",
     "DapoConfig": "dapo_rl.config",

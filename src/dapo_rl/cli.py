@@ -161,11 +161,12 @@ def eval_from_cli(args: argparse.Namespace) -> dict[str, Any]:
     from dapo_rl.evaluation import EvalSpec, evaluate
     from dapo_rl.generations import append_jsonl, eval_records, without_responses
     from dapo_rl.lifecycle import quiet_third_party
+    from dapo_rl.models.loading import load_model_and_tokenizer
     from dapo_rl.plugins import resolve_reward, resolve_template
     from dapo_rl.registry import RegistryError
     from dapo_rl.rewards.runner import RewardRunner
     from dapo_rl.rollout.factory import build_engine
-    from dapo_rl.runtime import eos_token_ids, load_model_and_tokenizer, load_rows, model_dir
+    from dapo_rl.runtime import eos_token_ids, load_rows, model_dir
 
     cfg = load_config(args.config, args.overrides, check_paths=False)
     if args.data is not None:  # one file given on the command line replaces the configured data

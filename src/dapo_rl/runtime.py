@@ -1,48 +1,50 @@
-"""Setting up a run: device, model and tokenizer, datasets and prompt tokens. Kept out of the
-trainer so that the loop reads top to bottom."""
+"""Setting up a run: the model directory, the rows (the one loader, used by training and ``dapo
+eval`` alike), the datasets, the EOS ids and the run directory. Kept out of the trainer so that the
+loop reads top to bottom."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from dapo_rl.config import DapoConfig
+from dapo_rl.config import DapoConfig, config_to_yaml
+from dapo_rl.data.dataset import PromptDataset, filter_prompt_length
 from dapo_rl.data.encoder import PromptEncoder
-from dapo_rl.data.readers import canonical_answer
+from dapo_rl.data.readers import canonical_answer, read_files
+from dapo_rl.data.synthetic import make_rows
 from dapo_rl.data.types import PromptRow
-from dapo_rl.models.loading import load_model_and_tokenizer  # noqa: F401  (moved; importers use this name)
-
-if TYPE_CHECKING:
-    from dapo_rl.data.dataset import PromptDataset
-    from dapo_rl.distributed import DistContext
-    from dapo_rl.tracking import MetricsLogger
+from dapo_rl.distributed import DistContext
+from dapo_rl.errors import RunDirError
+from dapo_rl.models.sft import ensure_warm_model
+from dapo_rl.plugins import resolve_loader
+from dapo_rl.storage import (
+    atomic_write_text,
+    check_creatable,
+    claim_run_dir,
+    refuse_if_in_use,
+    run_dir_in_use,
+)
+from dapo_rl.tracking import MetricsLogger
 
 
 def model_dir(cfg: DapoConfig) -> Path:
     """The configured model directory, or the cached warm-started tiny model (built on first use)."""
     if cfg.model.path is not None:
         return Path(cfg.model.path).expanduser()
-    from dapo_rl.models.sft import ensure_warm_model
-
     return ensure_warm_model()
 
 
 def load_rows(cfg: DapoConfig, split: str) -> list[PromptRow]:
     """Training (``train``) or held-out (``eval``) rows: the configured files, else the synthetic task."""
     if cfg.data.loader is not None:
-        from dapo_rl.plugins import resolve_loader
-
         return rows_from_user(resolve_loader(cfg.data.loader)(split), f"data.loader({split!r})")
     files = cfg.data.train_files if split == "train" else cfg.data.eval_files
     if not files:
         if cfg.data.train_files:  # real training data but no eval files: no held-out set
             return []
-        from dapo_rl.data.synthetic import make_rows
-
         n = cfg.data.synthetic.num_train if split == "train" else cfg.data.synthetic.num_eval
         return make_rows(n, seed=cfg.train.seed, split="train" if split == "train" else "test")
-    from dapo_rl.data.readers import read_files
-
     d = cfg.data  # skipped malformed rows are reported per file; an empty file is an error
     return read_files(files, d.prompt_key, d.answer_key, on_malformed=d.on_malformed)
 
@@ -94,8 +96,6 @@ def build_datasets(
 ) -> tuple[PromptDataset, list[PromptRow]]:
     """The training stream (over-long prompts dropped and counted, or an error) and held-out rows;
     rows given from Python replace the configured data."""
-    from dapo_rl.data.dataset import PromptDataset, filter_prompt_length
-
     train = rows_from_user(train_rows, "train_rows") if train_rows is not None else load_rows(cfg, "train")
     rows, dropped = filter_prompt_length(
         train, lambda r: len(encode(r)), cfg.data.max_prompt_tokens, cfg.data.on_long_prompt
@@ -121,8 +121,6 @@ def open_run(
     """The run directory (a new one named by rank 0 unless given) with the resolved config saved
     in it (atomically; a resumed run writes it only once its checkpoint has loaded:
     ``write_config=False``), and the metrics logger (only rank 0 writes)."""
-    from dapo_rl.tracking import MetricsLogger
-
     run_dir = ctx.broadcast_object(run_dir or (new_run_dir(cfg) if ctx.is_main else None))
     if ctx.is_main and write_config:
         save_config(cfg, run_dir)
@@ -135,19 +133,12 @@ def open_run(
 
 def save_config(cfg: DapoConfig, run_dir: Path) -> None:
     """``run_dir/config.yaml``, written atomically (a kill never leaves it half-written)."""
-    from dapo_rl.config import config_to_yaml
-    from dapo_rl.storage import atomic_write_text
-
     atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
 
 
 def new_run_dir(cfg: DapoConfig) -> Path:
     """``logging.run_dir / (run_name or a timestamp)``, created; never a directory that holds
     another run (a named one is refused, a timestamp gets a ``-2``, ``-3``... suffix)."""
-    import time
-
-    from dapo_rl.storage import claim_run_dir, run_dir_in_use
-
     root = Path(cfg.logging.run_dir)
     if cfg.logging.run_name:
         return claim_run_dir(root / cfg.logging.run_name)
@@ -163,9 +154,6 @@ def check_run_dir(cfg: DapoConfig, run_dir: Path | None, resume: bool, ctx: Dist
     """Before the model and data load: a new run's directory must not hold another run, and the
     place it will be created in must be a writable directory (nothing is created here). Rank 0
     checks; every rank raises the same :class:`~dapo_rl.errors.RunDirError`."""
-    from dapo_rl.errors import RunDirError
-    from dapo_rl.storage import check_creatable, refuse_if_in_use
-
     problem = None
     if ctx.is_main:
         root = Path(cfg.logging.run_dir)

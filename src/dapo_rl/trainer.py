@@ -48,7 +48,7 @@ from dapo_rl.algorithm.filtering import GroupView
 from dapo_rl.algorithm.overlong import overlong_penalty, truncation_loss_mask
 from dapo_rl.batch import TrainSample
 from dapo_rl.collapse import CollapseGuard
-from dapo_rl.config import DapoConfig, load_config
+from dapo_rl.config import DapoConfig
 from dapo_rl.data.encoder import PromptEncoder
 from dapo_rl.distributed import DistContext, gathered, init_distributed, wrap_policy
 from dapo_rl.eval_metrics import merge_evaluations, scalar_metrics
@@ -62,7 +62,7 @@ from dapo_rl.lifecycle import (
     progress_bar,
     quiet_third_party,
 )
-from dapo_rl.models.loading import compute_dtype
+from dapo_rl.models.loading import compute_dtype, load_model_and_tokenizer
 from dapo_rl.models.lora import AdaptersDisabled
 from dapo_rl.optim import build_optimizer
 from dapo_rl.plots import plot_run
@@ -74,7 +74,6 @@ from dapo_rl.runtime import (
     build_datasets,
     check_run_dir,
     eos_token_ids,
-    load_model_and_tokenizer,
     model_dir,
     open_run,
     save_config,
@@ -393,23 +392,3 @@ class Trainer:
             close()
         if self.owns_dist:
             self.dist.close()
-
-
-def train(
-    config: DapoConfig | str | Path | None = None,
-    overrides: list[str] | None = None,
-    *,
-    reward_fn: str | Callable[..., Any] | None = None,
-    group_filter: Callable[[GroupView], bool] | None = None,
-    train_rows: list[Any] | None = None,
-    eval_rows: list[Any] | None = None,
-    template: str | Callable[[str], str] | None = None,
-) -> dict[str, Any]:
-    """Train from Python: a DapoConfig (or a preset name / YAML path plus overrides) and your own
-    reward function, group filter, rows and template (see docs/extending.md). Returns the summary."""
-    cfg = config if isinstance(config, DapoConfig) else load_config(config, overrides)
-    trainer = Trainer(
-        cfg, reward_fn=reward_fn, group_filter=group_filter, train_rows=train_rows, eval_rows=eval_rows,
-        template=template,
-    )  # fmt: skip
-    return trainer.fit()
