@@ -11,7 +11,7 @@ from dapo_rl.config import ConfigError, load_config
 
 @pytest.mark.parametrize("lr", ["inf", ".inf", "nan", "-inf"])
 def test_non_finite_learning_rate_is_refused(lr: str) -> None:
-    with pytest.raises(ConfigError, match="optim.lr"):
+    with pytest.raises(ConfigError, match=r"optim\.lr"):
         load_config(None, [f"optim.lr={lr}"])
 
 
@@ -35,5 +35,7 @@ def test_max_empty_steps_default_and_off() -> None:
 def test_prompt_cap_above_the_model_positions_is_refused(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text('{"max_position_embeddings": 256}')
     load_config(None, [f"model.path={tmp_path}", "data.max_prompt_tokens=192"])
-    with pytest.raises(ConfigError, match=r"data.max_prompt_tokens=300 is more than the model's 256 positions"):
+    with pytest.raises(
+        ConfigError, match=r"data.max_prompt_tokens=300 is more than the model's 256 positions"
+    ):
         load_config(None, [f"model.path={tmp_path}", "data.max_prompt_tokens=300"])
