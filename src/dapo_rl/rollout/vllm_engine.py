@@ -46,6 +46,7 @@ from dapo_rl.rollout.base import FinishReason, Response, SamplingParams
 
 _log = logging.getLogger(__name__)
 _DEFAULT_CPU_KV_BYTES = 1 << 30  # the KV cache on a CPU when no budget is configured
+_DEFAULT_GPU_MEMORY_UTILIZATION = 0.5  # rollout.gpu_memory_utilization's default (the trainer shares the GPU)
 
 
 @contextlib.contextmanager
@@ -130,8 +131,9 @@ class VLLMRolloutEngine:
     LM, possibly FSDP2-sharded); ``max_batch_sequences`` is vLLM's ``max_num_seqs``.
     ``max_model_len`` bounds prompt + response tokens (default: the model's positions).
     ``dtype`` is vLLM's compute dtype (default: the policy's parameter dtype). ``kv_cache_bytes``
-    is the KV-cache budget (default on a CPU: 1 GiB; on a GPU: ``gpu_memory_utilization`` of the
-    device's memory). ``sleep_mode`` (GPU only) releases the engine's memory between rollouts.
+    is the KV-cache budget (default on a CPU: 1 GiB; on a GPU: ``gpu_memory_utilization``, default
+    0.5, of the device's memory). ``sleep_mode`` (GPU only) releases the engine's memory between
+    rollouts. On a CPU, asking for either GPU-only setting logs one warning and is ignored.
     """
 
     def __init__(
@@ -143,7 +145,7 @@ class VLLMRolloutEngine:
         max_model_len: int | None = None,
         dtype: torch.dtype | str | None = None,
         kv_cache_bytes: int | None = None,
-        gpu_memory_utilization: float = 0.5,
+        gpu_memory_utilization: float | None = None,
         enforce_eager: bool = True,
         sleep_mode: bool = False,
         seed: int = 0,
@@ -163,13 +165,22 @@ class VLLMRolloutEngine:
         self.sleep_mode = sleep_mode and on_cuda
         options: dict[str, Any] = {"enforce_eager": enforce_eager, "max_num_seqs": max_batch_sequences}
         if on_cuda:
-            options["gpu_memory_utilization"] = gpu_memory_utilization
+            options["gpu_memory_utilization"] = gpu_memory_utilization or _DEFAULT_GPU_MEMORY_UTILIZATION
             options["enable_sleep_mode"] = self.sleep_mode
             if kv_cache_bytes is not None:
                 options["kv_cache_memory_bytes"] = kv_cache_bytes
         else:
-            if sleep_mode:
-                _log.warning("rollout.sleep_mode: vLLM has no sleep mode on a CPU; continuing without it")
+            asked = [
+                k
+                for k, v in (("sleep_mode", sleep_mode), ("gpu_memory_utilization", gpu_memory_utilization))
+                if v
+            ]
+            if asked:
+                _log.warning(
+                    "rollout.%s: GPU-only vLLM setting(s), not available on a CPU; continuing without "
+                    "(rollout.kv_cache_bytes sizes the KV cache here)",
+                    " and rollout.".join(asked),
+                )
             options["kv_cache_memory_bytes"] = kv_cache_bytes or _DEFAULT_CPU_KV_BYTES
         if max_model_len is not None:
             options["max_model_len"] = min(max_model_len, _positions(self._core.config) or max_model_len)
@@ -203,7 +214,10 @@ class VLLMRolloutEngine:
             + max(r.max_response_tokens, cfg.eval_max_response_tokens),
             dtype=cfg.model.dtype,
             kv_cache_bytes=r.kv_cache_bytes,
-            gpu_memory_utilization=r.gpu_memory_utilization,
+            # None unless set: on a CPU only a setting the user asked for is reported as unavailable
+            gpu_memory_utilization=r.gpu_memory_utilization
+            if "gpu_memory_utilization" in r.model_fields_set
+            else None,
             enforce_eager=r.enforce_eager,
             sleep_mode=r.sleep_mode,
             seed=cfg.train.seed,
