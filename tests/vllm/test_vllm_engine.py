@@ -166,3 +166,17 @@ def test_tied_embeddings_push_the_head(setup):
     after = [r[0].token_ids for r in engine.generate(_prompts(tok), 1, _greedy(tok))]
     assert after != before
     _assert_same_as_transformers(model, tok, engine, _prompts(tok))
+
+
+def test_top_k_and_top_p_reach_vllm(setup):
+    # top-k 1 and a tiny top-p keep only the argmax: the samples are the greedy ones, and the
+    # log-probs are those of the filtered, renormalised distribution (log 1 = 0), documented
+    _, tok, engine = setup
+    greedy = [r[0].token_ids for r in engine.generate(_prompts(tok), 1, _greedy(tok))]
+    for extra in ({"top_k": 1}, {"top_p": 1e-6}):
+        params = SamplingParams(
+            max_new_tokens=16, temperature=1.0, eos_token_ids=[tok.eos_token_id], seed=9, **extra
+        )
+        out = engine.generate(_prompts(tok), 2, params)
+        assert [g[0].token_ids for g in out] == [g[1].token_ids for g in out] == greedy, extra
+        assert max(abs(lp) for g in out for r in g for lp in r.logprobs) < 1e-5

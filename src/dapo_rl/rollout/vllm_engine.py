@@ -11,8 +11,10 @@ policy it samples for (docs/vllm.md):
   the seed + ``j``), so the same seed gives the same samples. EOS ids are vLLM's
   ``stop_token_ids`` (with ``ignore_eos``: exactly the ids the trainer asked for); stop strings,
   temperature, top-p, top-k and max tokens map one to one. Log-probs of the sampled tokens come
-  from vLLM's ``processed_logprobs`` (after temperature, before top-k/top-p filtering, as
-  :class:`~dapo_rl.rollout.base.Response` documents) and are always returned: they are free.
+  from vLLM's ``processed_logprobs`` and are always returned (they are free): log softmax of the
+  logits at the sampling temperature, as :class:`~dapo_rl.rollout.base.Response` documents, when
+  top-k and top-p are off (DAPO's setting); with either on, vLLM gives those of the filtered,
+  renormalised distribution the token was drawn from (it has no unfiltered ones at temperature).
 - **Weight sync** after each step's updates: the policy's parameters, one at a time under their
   Hugging Face names (``lm_head.weight`` too when tied to the embeddings, else vLLM keeps a stale
   head), through the worker's ``reload_weights``; an FSDP2 parameter is gathered alone
