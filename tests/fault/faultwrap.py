@@ -1,13 +1,14 @@
 """Run ``dapo`` with its file-system operations counted, and a fault injected at one of them.
 
-    python tests/fault/faultwrap.py MODE INDEX LOG -- train ARGS...
+    python tests/fault/faultwrap.py MODE INDEX LOG [OP:SUFFIX] -- train ARGS...
 
 Every call of ``open`` for writing, ``os.replace``/``os.rename`` (what ``Path.rename`` calls),
 ``os.fsync``, ``os.unlink``, ``shutil.rmtree`` and ``torch.save`` is numbered from 0 and appended to
 LOG as ``index op path``. MODE ``census`` only counts; ``kill`` sends SIGKILL to this process just
 before operation INDEX runs (as a power cut or the OOM killer would); ``enospc`` makes operation
 INDEX fail with "No space left on device". A run is deterministic, so the same INDEX hits the same
-operation every time: a seeded choice of INDEX is a seeded point of the run.
+operation every time: a seeded choice of INDEX is a seeded point of the run. With ``OP:SUFFIX``,
+INDEX counts only the operations OP on a path ending with SUFFIX (``replace:metrics.jsonl``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ import sys
 def main() -> None:
     mode, index, log_path = sys.argv[1], int(sys.argv[2]), sys.argv[3]
     args = sys.argv[sys.argv.index("--") + 1 :]
+    only = sys.argv[4].split(":", 1) if sys.argv[4] != "--" else None
+    matched = [0]
     log = open(log_path, "a", buffering=1)  # noqa: SIM115 - open for the whole run
     count = [0]
 
@@ -30,6 +33,10 @@ def main() -> None:
         n = count[0]
         count[0] += 1
         log.write(f"{n} {op} {path}\n")
+        if only is not None:
+            if op != only[0] or not str(path).endswith(only[1]):
+                return
+            n, matched[0] = matched[0], matched[0] + 1
         if n != index:
             return
         if mode == "kill":

@@ -53,8 +53,11 @@ def _dapo(args: list[str], tmp: Path, timeout: int = 300) -> subprocess.Complete
     )
 
 
-def _wrapped(mode: str, index: int, log: Path, args: list[str], tmp: Path) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, str(WRAP), mode, str(index), str(log), "--", *args]
+def _wrapped(
+    mode: str, index: int, log: Path, args: list[str], tmp: Path, only: str | None = None
+) -> subprocess.CompletedProcess:
+    """``dapo`` under faultwrap.py: operation ``index`` (of those matching ``only``, OP:SUFFIX)."""
+    cmd = [sys.executable, str(WRAP), mode, str(index), str(log), *([only] if only else []), "--", *args]
     return subprocess.run(cmd, capture_output=True, text=True, env=quiet_env(tmp), timeout=300)
 
 
@@ -146,16 +149,8 @@ def test_sigkill_while_resume_rewrites_metrics_loses_nothing(world: dict) -> Non
     assert killed.returncode == -signal.SIGKILL
     before = (runs / name / "metrics.jsonl").read_text()
     assert [json.loads(x)["step"] for x in before.splitlines()] == [0, 1, 2, 3]
-    probe = runs / f"{name}_probe"  # learn which operation of the resume swaps metrics.jsonl in
-    shutil.copytree(runs / name, probe)
-    log = tmp / f"{name}.probe.log"
-    _wrapped("census", -1, log, ["train", "--resume", str(probe)], tmp)
-    swap = next(
-        int(line.split(" ")[0])
-        for line in log.read_text().splitlines()
-        if " replace " in line and line.endswith("metrics.jsonl")
-    )
-    resumed = _wrapped("kill", swap, tmp / f"{name}.2.log", ["train", "--resume", str(runs / name)], tmp)
+    resume = ["train", "--resume", str(runs / name)]
+    resumed = _wrapped("kill", 0, tmp / f"{name}.2.log", resume, tmp, only="replace:metrics.jsonl")
     assert resumed.returncode == -signal.SIGKILL
     assert (runs / name / "metrics.jsonl").read_text() == before  # killed before the rename: old file whole
     out = _dapo(["train", "--resume", str(runs / name)], tmp)
