@@ -154,45 +154,27 @@ def eval_from_cli(args: argparse.Namespace) -> dict[str, Any]:
     """
     import torch  # deferred: see the module docstring
 
-    from dapo_rl.config import load_config
     from dapo_rl.data.encoder import PromptEncoder
     from dapo_rl.distributed import resolve_device
-    from dapo_rl.eval_metrics import format_table, to_json
     from dapo_rl.evaluation import EvalSpec, evaluate
-    from dapo_rl.generations import append_jsonl, eval_records, without_responses
     from dapo_rl.lifecycle import quiet_third_party
     from dapo_rl.models.loading import load_model_and_tokenizer
     from dapo_rl.plugins import resolve_reward, resolve_template
     from dapo_rl.registry import RegistryError
     from dapo_rl.rewards.runner import RewardRunner
     from dapo_rl.rollout.factory import build_engine
-    from dapo_rl.runtime import eos_token_ids, load_rows, model_dir
+    from dapo_rl.runtime import eos_token_ids, model_dir
 
-    cfg = load_config(args.config, args.overrides, check_paths=False)
-    if args.data is not None:  # one file given on the command line replaces the configured data
-        data = cfg.data.model_copy(update={"eval_files": [args.data], "loader": None})
-        cfg = cfg.model_copy(update={"data": data})
-    k = args.k if args.k is not None else cfg.eval.k
-    if k < 1:
-        raise ValueError(f"-k must be >= 1, got {k}")
-    max_problems = args.max_problems if args.max_problems is not None else cfg.eval.max_problems
-    if max_problems is not None and max_problems < 1:
-        raise ValueError(f"--max-problems must be >= 1, got {max_problems}")
-    reward_name = args.reward if args.reward is not None else cfg.reward.name
+    cfg = _eval_config(args)
     try:
-        reward_fn = resolve_reward(reward_name, "--reward" if args.reward is not None else "reward.name")
+        reward_fn = resolve_reward(cfg.reward.name, "--reward" if args.reward is not None else "reward.name")
         template = resolve_template(cfg.data.template)
     except RegistryError as exc:
         raise ValueError(str(exc)) from None
     model_arg, source = (args.model, "--model") if args.model is not None else (cfg.model.path, "model.path")
     if model_arg is not None and not Path(model_arg).expanduser().is_dir():
         raise FileNotFoundError(f"model directory not found ({source}): {model_arg}")
-    data_desc = _eval_data_description(cfg)
-    rows = load_rows(cfg, "eval")[:max_problems]
-    if not rows and cfg.data.train_files and not cfg.data.eval_files and cfg.data.loader is None:
-        raise ValueError("no evaluation data: pass --data FILE or set data.eval_files")
-    if not rows:
-        raise ValueError(f"no problems to evaluate in {data_desc}")
+    rows, data_desc = _eval_rows(cfg)
     # Only now (all cheap checks passed) build the warm-started tiny model if it is needed.
     path = Path(model_arg).expanduser() if model_arg is not None else model_dir(cfg)
     if cfg.train.num_threads:
@@ -201,40 +183,80 @@ def eval_from_cli(args: argparse.Namespace) -> dict[str, Any]:
     model, tokenizer = load_model_and_tokenizer(path, cfg, resolve_device(cfg.train.device), trainable=False)
     engine = build_engine(model, tokenizer, cfg)
     encode = PromptEncoder(tokenizer, template, cfg.data.use_chat_template, cfg.data.system_prompt)
+    ev = cfg.eval
     spec = EvalSpec(
-        k=k, max_response_tokens=cfg.eval_max_response_tokens, eos_token_ids=eos_token_ids(tokenizer, model),
-        temperature=cfg.eval.temperature, top_p=cfg.eval.top_p, seed=cfg.train.seed,
-        stop_strings=cfg.rollout.stop_strings, progress=True, keep_texts=args.output is not None,
+        k=ev.k, max_response_tokens=cfg.eval_max_response_tokens, eos_token_ids=eos_token_ids(tokenizer, model),
+        temperature=ev.temperature, top_p=ev.top_p, seed=cfg.train.seed, stop_strings=cfg.rollout.stop_strings,
+        progress=True, keep_texts=args.output is not None,
     )  # fmt: skip
     settings = {
-        "model": str(path), "data": data_desc, "reward": reward_name, "k": k,
-        "temperature": cfg.eval.temperature, "top_p": cfg.eval.top_p,
-        "max_response_tokens": cfg.eval_max_response_tokens, "template": cfg.data.template,
-        "use_chat_template": cfg.data.use_chat_template, "seed": cfg.train.seed,
+        "model": str(path), "data": data_desc, "reward": cfg.reward.name, "k": ev.k,
+        "temperature": ev.temperature, "top_p": ev.top_p, "max_response_tokens": cfg.eval_max_response_tokens,
+        "template": cfg.data.template, "use_chat_template": cfg.data.use_chat_template, "seed": cfg.train.seed,
     }  # fmt: skip
     r = cfg.reward
     with RewardRunner(reward_fn, r.timeout_s, r.num_workers, eos_text=tokenizer.eos_token) as runner:
         result = {"settings": settings, **evaluate(engine, encode, runner, rows, spec)}
+    _report_eval(result, args.output)
+    return result
+
+
+def _eval_config(args: argparse.Namespace) -> Any:
+    """The config with ``dapo eval``'s flags folded in: ``--data`` replaces the configured eval data,
+    ``-k``, ``--max-problems`` and ``--reward`` their config keys."""
+    from dapo_rl.config import load_config
+
+    cfg = load_config(args.config, args.overrides, check_paths=False)
+    k = args.k if args.k is not None else cfg.eval.k
+    if k < 1:
+        raise ValueError(f"-k must be >= 1, got {k}")
+    max_problems = args.max_problems if args.max_problems is not None else cfg.eval.max_problems
+    if max_problems is not None and max_problems < 1:
+        raise ValueError(f"--max-problems must be >= 1, got {max_problems}")
+    data = cfg.data
+    if args.data is not None:  # one file given on the command line replaces the configured data
+        data = data.model_copy(update={"eval_files": [args.data], "loader": None})
+    reward = cfg.reward.model_copy(
+        update={"name": args.reward if args.reward is not None else cfg.reward.name}
+    )
+    ev = cfg.eval.model_copy(update={"k": k, "max_problems": max_problems})
+    return cfg.model_copy(update={"data": data, "reward": reward, "eval": ev})
+
+
+def _eval_rows(cfg: Any) -> tuple[list[Any], str]:
+    """The held-out rows through the one loader (:func:`dapo_rl.runtime.load_rows`), the first
+    ``eval.max_problems`` of them, and where they come from, in words."""
+    from dapo_rl.runtime import load_rows
+
+    d = cfg.data
+    if d.loader is not None:
+        desc = f"data.loader {d.loader!r} (split 'eval')"
+    elif d.eval_files:
+        desc = ", ".join(str(f) for f in d.eval_files)
+    else:
+        desc = f"synthetic held-out split (num_eval={d.synthetic.num_eval}, seed={cfg.train.seed})"
+    rows = load_rows(cfg, "eval")[: cfg.eval.max_problems]
+    if not rows and d.train_files and not d.eval_files and d.loader is None:
+        raise ValueError("no evaluation data: pass --data FILE or set data.eval_files")
+    if not rows:
+        raise ValueError(f"no problems to evaluate in {desc}")
+    return rows, desc
+
+
+def _report_eval(result: dict[str, Any], output: str | None) -> None:
+    """The table to stderr, the JSON to stdout and to ``output`` (with every response beside it)."""
+    from dapo_rl.eval_metrics import format_table, to_json
+    from dapo_rl.generations import append_jsonl, eval_records, without_responses
+
     print(format_table(result), file=sys.stderr)
     text = to_json(without_responses(result))
     print(text)
-    if args.output is not None:
-        out = Path(args.output).expanduser()
+    if output is not None:
+        out = Path(output).expanduser()
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n")
         append_jsonl(out.with_suffix(".jsonl"), eval_records(result), mode="w")  # every response
         print(f"wrote {out} and {out.with_suffix('.jsonl')} (dapo samples reads it)", file=sys.stderr)
-    return result
-
-
-def _eval_data_description(cfg: Any) -> str:
-    """Where ``load_rows(cfg, "eval")`` takes its rows from, in words."""
-    if cfg.data.loader is not None:
-        return f"data.loader {cfg.data.loader!r} (split 'eval')"
-    if cfg.data.eval_files:
-        return ", ".join(str(f) for f in cfg.data.eval_files)
-    synthetic = cfg.data.synthetic
-    return f"synthetic held-out split (num_eval={synthetic.num_eval}, seed={cfg.train.seed})"
 
 
 def _cmd_sft(args: argparse.Namespace) -> int:
