@@ -121,8 +121,8 @@ def save_checkpoint(
     if main:
         for old in list_checkpoints(run_dir)[:-keep_last]:
             _remove(old)
-        for junk in final.parent.glob(f"step_*{TRASH_SUFFIX}"):  # left by a run killed while pruning
-            shutil.rmtree(junk, ignore_errors=True)
+        for junk in [*final.parent.glob(f"step_*{TRASH_SUFFIX}"), *final.parent.glob("step_*.tmp")]:
+            shutil.rmtree(junk, ignore_errors=True)  # left by a run killed while pruning or writing
     ctx.barrier()
     return final
 

@@ -127,5 +127,6 @@ def test_pruning_renames_before_deleting(
         _save(tmp_path, 2, parts, keep_last=1)
     monkeypatch.setattr(ckpt.shutil, "rmtree", real_rmtree)
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step_000002"]
+    (tmp_path / "checkpoints" / "step_000009.tmp").mkdir()  # a write killed at another step
     _save(tmp_path, 3, parts, keep_last=1)  # the next save clears the leftovers
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["step_000003"]
