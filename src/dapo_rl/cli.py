@@ -119,16 +119,18 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from dapo_rl.errors import stopped_exit_code
+    from dapo_rl.errors import UsageError, stopped_exit_code
 
     if args.launcher == "ray":
         from dapo_rl.launch_ray import launch
 
-        launch(args.config, args.overrides, args.resume, args.num_workers, args.use_gpu)
-        return 0
-    from dapo_rl.launch import train_from_cli
+        if args.overwrite:
+            raise UsageError("--overwrite does not work with --launcher ray: delete the run directory first")
+        summary = launch(args.config, args.overrides, args.resume, args.num_workers, args.use_gpu) or {}
+    else:
+        from dapo_rl.launch import train_from_cli
 
-    summary = train_from_cli(args.config, args.overrides, args.resume, args.overwrite)
+        summary = train_from_cli(args.config, args.overrides, args.resume, args.overwrite)
     if summary.get("stopped_early"):  # a checkpoint was written: resumable (130 SIGINT, 143 SIGTERM)
         return stopped_exit_code(getattr(signal, summary.get("stopped_by") or "SIGTERM"))
     return 0
