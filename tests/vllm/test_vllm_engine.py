@@ -6,6 +6,8 @@ weights push them and compare against the policy as it is then, so their order d
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -24,6 +26,7 @@ from tests.helpers_model import make_tiny_model_and_tokenizer
 pytestmark = pytest.mark.vllm
 
 _SET_NUM_THREADS = torch.set_num_threads  # before any engine exists (vLLM replaces it on CPU)
+_ENV = {k: os.environ.get(k) for k in ("LD_PRELOAD", "LOCAL_WORLD_SIZE")}  # vLLM's CPU platform sets them
 PROMPTS = ["12+34=", "7+8=", "100-1=", "3*4=", "55+5=", "9-9=", "61+7=", "2+2="]
 
 
@@ -88,7 +91,7 @@ def test_seeded_samples_repeat_and_differ(setup):
     assert [[r.token_ids for r in g] for g in other] != [[r.token_ids for r in g] for g in first]
 
 
-def test_caller_rng_and_threads_untouched(setup):
+def test_caller_rng_threads_and_env_untouched(setup):
     _, tok, engine = setup
     threads = torch.get_num_threads()
     torch.manual_seed(123)
@@ -99,6 +102,7 @@ def test_caller_rng_and_threads_untouched(setup):
     assert torch.equal(torch.rand(4), expected)
     assert torch.set_num_threads is _SET_NUM_THREADS
     assert torch.get_num_threads() == threads
+    assert {k: os.environ.get(k) for k in _ENV} == _ENV  # no tcmalloc preload for our subprocesses
 
 
 def test_finish_reasons_eos_stop_length(setup):

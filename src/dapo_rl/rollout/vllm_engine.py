@@ -51,16 +51,27 @@ _DEFAULT_CPU_KV_BYTES = 1 << 30  # the KV cache on a CPU when no budget is confi
 _DEFAULT_GPU_MEMORY_UTILIZATION = 0.5  # rollout.gpu_memory_utilization's default (the trainer shares the GPU)
 
 
+# Environment variables vLLM's CPU platform sets for the worker processes it would start; in-process
+# they would leak into every process we start later (tcmalloc preloaded, torchrun's local size).
+_ENV_KEPT = ("LD_PRELOAD", "LOCAL_WORLD_SIZE")
+
+
 @contextlib.contextmanager
 def _isolated() -> Iterator[None]:
-    """Restore the caller's RNG states (python, numpy, torch CPU and CUDA), thread count and
-    ``torch.set_num_threads`` after a call into vLLM."""
+    """Restore the caller's RNG states (python, numpy, torch CPU and CUDA), thread count,
+    ``torch.set_num_threads`` and the :data:`_ENV_KEPT` variables after a call into vLLM."""
+    env = {key: os.environ.get(key) for key in _ENV_KEPT}
     set_threads, threads = torch.set_num_threads, torch.get_num_threads()
     py_state, np_state, cpu_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
     cuda_states = torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None
     try:
         yield
     finally:
+        for key, value in env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         torch.set_num_threads = set_threads
         if torch.get_num_threads() != threads:
             set_threads(threads)
