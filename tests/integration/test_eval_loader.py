@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from dapo_rl.cli import main
 from tests.helpers_run import save_random_tiny_model
@@ -23,7 +24,10 @@ def _eval(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
     return json.loads(out.out)
 
 
-def test_eval_reads_rows_through_data_loader(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_eval_reads_rows_through_data_loader(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)  # train.num_threads: leave pytest's
     spec = importlib.util.spec_from_file_location("my_task", EXAMPLE / "my_task.py")
     my_task = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(my_task)
