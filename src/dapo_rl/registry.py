@@ -10,11 +10,16 @@ fails::
     def token_mean(...): ...
 
     AGGREGATIONS.get("token-mean")
+
+An entry whose module is heavy to import can be registered by its import path
+(``register_path("hf", "dapo_rl.rollout.hf_engine:HFRolloutEngine")``): the name is known at once
+(the config checks it when it loads) and the module is imported on the first ``get``.
 """
 
 from __future__ import annotations
 
 import difflib
+import importlib
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -26,6 +31,10 @@ class RegistryError(KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; we want it plain
         return str(self.args[0]) if self.args else ""
+
+
+class _ImportPath(str):
+    """A registered ``module:attribute`` imported on the first lookup."""
 
 
 class Registry(Generic[T]):
@@ -46,6 +55,10 @@ class Registry(Generic[T]):
 
         return add(obj) if obj is not None else add
 
+    def register_path(self, name: str, path: str) -> None:
+        """Register ``module:attribute`` under ``name`` without importing it (see the module doc)."""
+        self.register(name, _ImportPath(path))  # type: ignore[arg-type]
+
     def get(self, name: str) -> T:
         """Return the object registered as ``name``; unknown names list the valid ones."""
         if name not in self._items:
@@ -54,7 +67,11 @@ class Registry(Generic[T]):
             raise RegistryError(
                 f"unknown {self.kind} {name!r}.{hint} Valid names: {', '.join(sorted(self._items))}"
             )
-        return self._items[name]
+        item = self._items[name]
+        if isinstance(item, _ImportPath):
+            module, _, attr = item.partition(":")
+            item = self._items[name] = getattr(importlib.import_module(module), attr)
+        return item
 
     def names(self) -> list[str]:
         return sorted(self._items)

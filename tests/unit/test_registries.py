@@ -4,11 +4,16 @@ named in the config is the one dynamic sampling runs."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from torch import Tensor
 
 from dapo_rl.algorithm.filtering import GROUP_FILTERS, filter_groups
 from dapo_rl.config import ConfigError, load_config
+from dapo_rl.registry import Registry
 from dapo_rl.rollout import ROLLOUT_ENGINES, HFRolloutEngine
 from dapo_rl.sampling import GroupCollector
 from tests.unit.test_sampling import MIXED, RIGHT, Script, make_group
@@ -70,3 +75,26 @@ def test_the_collector_runs_the_named_criterion() -> None:
     assert len(GroupCollector(1, 2, 2).collect(Script(rounds)).groups) == 1
     out = GroupCollector(1, 2, 2, criterion="keep_none").collect(Script(rounds))
     assert out.groups == [] and out.metrics["sampling/rounds"] == 2
+
+
+def test_register_path_imports_on_first_lookup(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "lazy_registry_entry.py").write_text("ENGINE = object()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry: Registry[object] = Registry("thing")
+    registry.register_path("lazy", "lazy_registry_entry:ENGINE")
+    assert "lazy" in registry and registry.names() == ["lazy"]
+    assert "lazy_registry_entry" not in sys.modules  # nothing imported yet
+    entry = registry.get("lazy")
+    assert entry is sys.modules["lazy_registry_entry"].ENGINE and registry.get("lazy") is entry
+    monkeypatch.delitem(sys.modules, "lazy_registry_entry")
+
+
+def test_loading_a_config_does_not_import_the_engines() -> None:
+    """Rollout engine names are checked from the registry without importing transformers."""
+    code = (
+        "import sys; from dapo_rl.config import load_config; "
+        "load_config('tiny', ['rollout.engine=vllm'], check_paths=False); "
+        "print(sorted(m for m in ('transformers', 'vllm', 'dapo_rl.rollout.hf_engine') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
