@@ -251,14 +251,15 @@ def is_sharded(model: torch.nn.Module) -> bool:
 
 
 @contextlib.contextmanager
-def gathered(model: torch.nn.Module) -> Iterator[None]:
-    """Hold the full parameters of an FSDP2 model on every rank for the block (a no-op otherwise).
+def gathered(model: torch.nn.Module, enabled: bool = True) -> Iterator[None]:
+    """Hold the full parameters of an FSDP2 model on every rank for the block (a no-op otherwise,
+    or with ``enabled=False``: for a rollout engine that samples from its own copy of the weights).
 
     Rollout and evaluation decode for a number of steps that differs from rank to rank; with the
     parameters gathered once up front, their forwards run no collective at all. All ranks must
     enter and leave together (gathering and releasing are collectives).
     """
-    units = fsdp_units(model)
+    units = fsdp_units(model) if enabled else []
     for unit in units:
         unit.unshard()
         unit.set_reshard_after_forward(False, recurse=False)

@@ -234,7 +234,8 @@ class Trainer:
         )  # fmt: skip
         with self.stages.time("rollout"):
             prompt_ids = [self.encode(row) for row in rows]
-            with gathered(self.policy):  # decode lengths differ across ranks: no collectives inside
+            # decode lengths differ across ranks: no collectives inside (vllm reads no policy weights)
+            with gathered(self.policy, getattr(self.engine, "samples_from_policy", True)):
                 outs = self.engine.generate(prompt_ids, self.cfg.batch.samples_per_prompt, params)
         with self.stages.time("reward"):
             return self._score(rows, prompt_ids, outs)
@@ -309,7 +310,7 @@ class Trainer:
             seed=derive_seed(cfg.train.seed, "eval", self.step, *self.dist.seed_parts), keep_texts=True,
         )  # fmt: skip
         rows, part = self.dist.shard(self.eval_rows), None
-        with gathered(self.policy):
+        with gathered(self.policy, getattr(self.engine, "samples_from_policy", True)):
             if rows:
                 part = evaluate(self.engine, self.encode, self.reward, rows, spec)
         result = merge_evaluations(self.dist.gather_objects(part), spec.k)

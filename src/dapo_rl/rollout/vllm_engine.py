@@ -149,6 +149,10 @@ class VLLMRolloutEngine:
     rollouts. On a CPU, asking for either GPU-only setting logs one warning and is ignored.
     """
 
+    samples_from_policy = False
+    """It samples from its own copy of the weights: under FSDP2 the trainer need not gather the
+    policy's parameters around a rollout (engines without this attribute get them gathered)."""
+
     def __init__(
         self,
         model: torch.nn.Module,
