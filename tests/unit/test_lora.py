@@ -139,3 +139,27 @@ def test_adapters_get_gradients_through_gradient_checkpointing(tmp_path: Path) -
     assert grads[True].keys() == grads[False].keys()
     for n, g in grads[False].items():
         torch.testing.assert_close(grads[True][n], g, rtol=1e-6, atol=1e-7, msg=n)
+
+
+def test_merged_weights_stream_the_merged_state_under_base_names(tmp_path: Path) -> None:
+    from dapo_rl.models.lora import merged_state_dict, merged_weights
+
+    _, model, _ = _setup(tmp_path)
+    _nudge_adapters(model)
+    base_names = [n for n, _ in model.get_base_model().named_parameters(remove_duplicate=False)]
+    plain = [n.replace(".base_layer.", ".") for n in base_names if ".lora_" not in n]
+    streamed = list(merged_weights(model))
+    assert [n for n, _ in streamed] == plain  # every base parameter once, under its HF name
+    state = merged_state_dict(model)
+    for name, tensor in streamed:
+        torch.testing.assert_close(tensor, state[name], rtol=0, atol=0)
+    q = "model.layers.0.self_attn.q_proj.weight"
+    layer = model.get_base_model().model.layers[0].self_attn.q_proj
+    expected = layer.base_layer.weight + layer.lora_B["default"].weight @ layer.lora_A["default"].weight * 2.0
+    torch.testing.assert_close(dict(streamed)[q], expected, rtol=1e-6, atol=1e-6)
+    plain_model = save_random_tiny_model(tmp_path / "plain")
+    cfg = load_config(None, [f"model.path={plain_model}"])
+    full, _ = load_model_and_tokenizer(plain_model, cfg, torch.device("cpu"))
+    assert [n for n, _ in merged_weights(full)] == [
+        n for n, _ in full.named_parameters(remove_duplicate=False)
+    ]

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,25 +86,53 @@ class AdaptersDisabled:
             return self.policy.response_logprobs(mb, temperature, with_entropy, chunk_tokens)
 
 
+def _lora_layers(base: torch.nn.Module) -> dict[str, torch.nn.Module]:
+    """peft's LoRA layers of ``base`` by module name (each wraps its ``base_layer``)."""
+    return {
+        name: module
+        for name, module in base.named_modules()
+        if hasattr(module, "get_delta_weight") and hasattr(module, "base_layer")
+    }
+
+
+def _merged(
+    key: str, value: torch.Tensor, layers: dict[str, torch.nn.Module], adapter: str
+) -> tuple[str, torch.Tensor] | None:
+    """``(base name, tensor)`` of one entry of a peft model's base: None for adapter tensors, the
+    base weight plus the adapter's delta (W + scale B A) for a LoRA layer's weight."""
+    if ".lora_" in key or "lora_embedding" in key:
+        return None
+    owner, _, leaf = key.rpartition(".base_layer.")
+    if owner in layers and leaf == "weight":
+        value = value + layers[owner].get_delta_weight(adapter).to(value.dtype)
+    return key.replace(".base_layer.", "."), value.detach()
+
+
+@torch.no_grad()
 def merged_state_dict(peft_model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The base model's state dict with every adapter folded into its layer's weight
     (W + scale B A), under the base model's own names. The live model is left untouched."""
     base = peft_model.get_base_model()
-    name = peft_model.active_adapter
-    out: dict[str, torch.Tensor] = {}
-    lora_layers = {}
-    for mod_name, module in base.named_modules():
-        if hasattr(module, "get_delta_weight") and hasattr(module, "base_layer"):
-            lora_layers[mod_name] = module
-    for key, value in base.state_dict().items():
-        if ".lora_" in key or "lora_embedding" in key:
-            continue
-        out[key.replace(".base_layer.", ".")] = value.detach()
+    layers, adapter = _lora_layers(base), peft_model.active_adapter
+    entries = (_merged(k, v, layers, adapter) for k, v in base.state_dict().items())
+    return dict(e for e in entries if e is not None)
+
+
+def merged_weights(model: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
+    """The parameters a rollout engine holding its own copy needs, under Hugging Face names, one
+    at a time: a peft model's base parameters with each adapter merged in (W + scale B A; at most
+    one merged tensor exists at a time), tied ones under each name; a plain model's parameters as
+    they are. The live model is left untouched."""
+    if not is_peft_model(model):
+        yield from model.named_parameters(remove_duplicate=False)
+        return
+    base = model.get_base_model()
+    layers, adapter = _lora_layers(base), model.active_adapter
     with torch.no_grad():
-        for mod_name, module in lora_layers.items():
-            weight = module.base_layer.weight
-            out[f"{mod_name}.weight"] = (weight + module.get_delta_weight(name).to(weight.dtype)).detach()
-    return out
+        for key, value in base.named_parameters(remove_duplicate=False):
+            entry = _merged(key, value, layers, adapter)
+            if entry is not None:
+                yield entry
 
 
 def save_merged(peft_model: torch.nn.Module, directory: Path, tokenizer: Any = None) -> None:

@@ -38,7 +38,7 @@ import logging
 import os
 import random
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,8 @@ import torch
 from dapo_rl.rollout.base import FinishReason, Response, SamplingParams
 
 _log = logging.getLogger(__name__)
+NamedWeights = Callable[[torch.nn.Module], Iterable[tuple[str, torch.Tensor]]]
+"""Reads a policy's weights as ``(Hugging Face name, tensor)`` pairs (see :func:`full_weights`)."""
 _DEFAULT_CPU_KV_BYTES = 1 << 30  # the KV cache on a CPU when no budget is configured
 _DEFAULT_GPU_MEMORY_UTILIZATION = 0.5  # rollout.gpu_memory_utilization's default (the trainer shares the GPU)
 
@@ -125,12 +127,16 @@ def finish_reason(vllm_reason: str | None, stop_reason: int | str | None) -> Fin
 
 
 def full_weights(
-    module: torch.nn.Module, dtype: torch.dtype | None = None
+    module: torch.nn.Module,
+    dtype: torch.dtype | None = None,
+    named: NamedWeights | None = None,
 ) -> Iterator[tuple[str, torch.Tensor]]:
-    """``(name, full tensor)`` for every parameter of ``module`` under its Hugging Face name, tied
-    ones under each of their names. An FSDP2 (DTensor) parameter is gathered when its turn comes
-    (every rank must iterate in step), so at most one full parameter exists beside the shards."""
-    for name, param in module.named_parameters(remove_duplicate=False):
+    """``(name, full tensor)`` for every weight of ``module`` under its Hugging Face name, tied
+    ones under each of their names: ``named(module)`` when given (a LoRA policy's merged weights),
+    else its parameters. An FSDP2 (DTensor) parameter is gathered when its turn comes (every rank
+    must iterate in step), so at most one full parameter exists beside the shards."""
+    pairs = named(module) if named is not None else module.named_parameters(remove_duplicate=False)
+    for name, param in pairs:
         tensor = param.detach()
         if hasattr(tensor, "full_tensor"):  # a DTensor shard: gather this parameter alone
             tensor = tensor.full_tensor()
@@ -147,6 +153,8 @@ class VLLMRolloutEngine:
     is the KV-cache budget (default on a CPU: 1 GiB; on a GPU: ``gpu_memory_utilization``, default
     0.5, of the device's memory). ``sleep_mode`` (GPU only) releases the engine's memory between
     rollouts. On a CPU, asking for either GPU-only setting logs one warning and is ignored.
+    ``weights`` reads the policy's weights for a push (default: its parameters); a LoRA policy
+    passes :func:`dapo_rl.models.lora.merged_weights`, so the engine samples from base + adapters.
     """
 
     samples_from_policy = False
@@ -166,16 +174,14 @@ class VLLMRolloutEngine:
         enforce_eager: bool = True,
         sleep_mode: bool = False,
         seed: int = 0,
+        weights: NamedWeights | None = None,
     ) -> None:
         vllm = _import_vllm()
         self._vllm = vllm
         self.model = model
         self.tokenizer = tokenizer
         self._core = getattr(model, "module", model)
-        if any("lora_" in name for name, _ in self._core.named_parameters()):
-            raise NotImplementedError(
-                "rollout.engine=vllm does not push LoRA adapters yet: use rollout.engine=hf with LoRA"
-            )
+        self._named = weights
         first = next(self._core.parameters())
         self.dtype = _as_dtype(dtype) if dtype is not None else first.dtype
         on_cuda = first.device.type == "cuda"
@@ -202,7 +208,7 @@ class VLLMRolloutEngine:
         if max_model_len is not None:
             options["max_model_len"] = min(max_model_len, _positions(self._core.config) or max_model_len)
         self._dir = tempfile.TemporaryDirectory(prefix="dapo-vllm-")
-        self._core.config.save_pretrained(self._dir.name)
+        self._core.config.save_pretrained(self._dir.name)  # a peft model's is its base model's
         tokenizer.save_pretrained(self._dir.name)
         with _isolated():
             self.llm = vllm.LLM(
@@ -219,9 +225,12 @@ class VLLMRolloutEngine:
         self.sync_weights()
 
     @classmethod
-    def from_config(cls, model: torch.nn.Module, tokenizer: Any, cfg: Any) -> VLLMRolloutEngine:
+    def from_config(
+        cls, model: torch.nn.Module, tokenizer: Any, cfg: Any, weights: NamedWeights | None = None
+    ) -> VLLMRolloutEngine:
         """The engine for a :class:`~dapo_rl.config.DapoConfig`: vLLM computes in ``model.dtype``
-        (the policy's compute dtype) and holds prompt + the longest response (rollout or eval)."""
+        (the policy's compute dtype) and holds prompt + the longest response (rollout or eval);
+        ``weights`` reads the policy's weights for a push (a LoRA policy: adapters merged)."""
         r = cfg.rollout
         return cls(
             model,
@@ -238,6 +247,7 @@ class VLLMRolloutEngine:
             enforce_eager=r.enforce_eager,
             sleep_mode=r.sleep_mode,
             seed=cfg.train.seed,
+            weights=weights,
         )
 
     # ------------------------------------------------------------------ public API
@@ -265,7 +275,7 @@ class VLLMRolloutEngine:
             self.llm.collective_rpc(
                 "reload_weights",
                 kwargs={
-                    "weights_iterator": full_weights(self._core, self.dtype),
+                    "weights_iterator": full_weights(self._core, self.dtype, self._named),
                     "is_checkpoint_format": True,
                 },
             )
