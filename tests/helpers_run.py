@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.helpers_model import make_tiny_model_and_tokenizer
@@ -41,3 +45,29 @@ def save_random_tiny_model(path: Path) -> Path:
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def wait_until(proc: subprocess.Popen, ready: Callable[[], bool], timeout_s: float = 240) -> None:
+    """Poll ``ready()`` until it holds, the process ends or ``timeout_s`` passes."""
+    deadline = time.time() + timeout_s
+    while not ready() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+
+
+def logged_step(metrics: Path, needle: str) -> Callable[[], bool]:
+    """A ``wait_until`` condition: ``needle`` appears in the run's metrics.jsonl."""
+    return lambda: metrics.exists() and needle in metrics.read_text()
+
+
+def kill_after_checkpoint(
+    cmd: list[str], run: Path, step: int, env: dict[str, str], timeout_s: float = 240
+) -> None:
+    """Start the training command ``cmd``, SIGKILL it as soon as checkpoint ``step`` of ``run`` is
+    complete, and check that it had not finished by then."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    marker = run / "checkpoints" / f"step_{step:06d}" / "COMPLETE"
+    wait_until(proc, marker.exists, timeout_s)
+    assert marker.exists(), "no checkpoint appeared before the run ended"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (run / "summary.json").exists(), "the run finished before it was killed"

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers_run import SMALL, quiet_env, save_random_tiny_model
+from tests.helpers_run import SMALL, logged_step, quiet_env, save_random_tiny_model, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -127,12 +127,7 @@ def test_sigkill_at_a_random_moment_of_a_step_then_resume(world: dict, seed: int
         [sys.executable, "-m", "dapo_rl", *_args(world["model"], runs, name)],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=quiet_env(tmp),
     )  # fmt: skip
-    metrics = runs / name / "metrics.jsonl"
-    deadline = time.time() + 240
-    while proc.poll() is None and time.time() < deadline:
-        if metrics.exists() and f'"step": {step},' in metrics.read_text():
-            break
-        time.sleep(0.01)
+    wait_until(proc, logged_step(runs / name / "metrics.jsonl", f'"step": {step},'))
     time.sleep(delay)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -290,12 +285,7 @@ def test_sigint_checkpoints_exits_130_and_resumes_exactly(world: dict) -> None:
         [sys.executable, "-m", "dapo_rl", *_args(world["model"], runs, name)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=quiet_env(tmp),
     )  # fmt: skip
-    metrics = runs / name / "metrics.jsonl"
-    deadline = time.time() + 240
-    while proc.poll() is None and time.time() < deadline:
-        if metrics.exists() and '"step": 1,' in metrics.read_text():
-            break
-        time.sleep(0.01)
+    wait_until(proc, logged_step(runs / name / "metrics.jsonl", '"step": 1,'))
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 130, stderr[-3000:]

@@ -7,14 +7,20 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.helpers_run import SMALL, quiet_env, save_random_tiny_model
+from tests.helpers_run import (
+    SMALL,
+    kill_after_checkpoint,
+    logged_step,
+    quiet_env,
+    save_random_tiny_model,
+    wait_until,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -99,18 +105,9 @@ def test_resume_after_sigkill_matches_uninterrupted(model_dir: Path, tmp_path: P
     )
     assert ref.returncode == 0, ref.stderr[-3000:]
 
-    proc = subprocess.Popen(
-        _train_cmd(model_dir, tmp_path, "killed", *common),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(tmp_path),
-    )  # fmt: skip
-    marker = tmp_path / "killed" / "checkpoints" / "step_000002" / "COMPLETE"
-    deadline = time.time() + 240
-    while not marker.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert marker.exists(), "no checkpoint appeared before the run ended"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (tmp_path / "killed" / "summary.json").exists(), "the run finished before it was killed"
+    kill_after_checkpoint(
+        _train_cmd(model_dir, tmp_path, "killed", *common), tmp_path / "killed", 2, _env(tmp_path)
+    )
 
     resumed = subprocess.run(
         [sys.executable, "-m", "dapo_rl", "train", "--resume", str(tmp_path / "killed")],
@@ -135,12 +132,7 @@ def test_sigterm_finishes_step_and_checkpoints(model_dir: Path, tmp_path: Path) 
         _train_cmd(model_dir, tmp_path, "term", "train.total_steps=200", "checkpoint.every_steps=0"),
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(tmp_path),
     )  # fmt: skip
-    metrics = tmp_path / "term" / "metrics.jsonl"
-    deadline = time.time() + 240
-    while proc.poll() is None and time.time() < deadline:
-        if metrics.exists() and '"reward/mean"' in metrics.read_text():
-            break
-        time.sleep(0.05)
+    wait_until(proc, logged_step(tmp_path / "term" / "metrics.jsonl", '"reward/mean"'))
     proc.send_signal(signal.SIGTERM)
     stdout, stderr = proc.communicate(timeout=240)
     assert proc.returncode == 143, stderr[-3000:]  # stopped early, resumable (128 + SIGTERM)

