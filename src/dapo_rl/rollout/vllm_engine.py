@@ -38,6 +38,7 @@ import logging
 import os
 import random
 import tempfile
+import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -87,8 +88,11 @@ def _isolated() -> Iterator[None]:
 def _import_vllm() -> Any:
     """vllm, imported in-process (heavy optional dependency: imported only when this engine is used)."""
     os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    # vLLM's start-up advice (tcmalloc, Triton, eager mode...) is a dozen lines per engine: errors
+    # only, unless the user asks for more (VLLM_LOGGING_LEVEL=WARNING or INFO)
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
     os.environ.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")  # stdout is ours (dapo eval's JSON)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"vllm\.")  # its own deprecations
     try:
         import vllm  # heavy optional dependency
     except ImportError as err:
