@@ -307,9 +307,22 @@ COMMANDS = {
 }  # fmt: skip
 
 
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Like ``parser.parse_args``, but dotted overrides may also follow an option
+    (``dapo train a.b=1 --overwrite c.d=2``): argparse alone stops collecting them at the first
+    option. They are kept in the order given (a later one wins)."""
+    args, extra = parser.parse_known_args(argv)
+    stray = [a for a in extra if a.startswith("-") or "=" not in a]
+    if extra and (stray or not hasattr(args, "overrides")):
+        parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+    if extra:
+        args.overrides = [*args.overrides, *extra]
+    return args
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parse_args(parser, argv)
     if args.version:
         from dapo_rl import __version__
 
