@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
 
 from tests.helpers_model import make_tiny_model_and_tokenizer
 
@@ -71,3 +76,28 @@ def kill_after_checkpoint(
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (run / "summary.json").exists(), "the run finished before it was killed"
+
+
+def step_metrics(run: Path) -> dict[int, dict]:
+    """The training steps' rows of a run's metrics.jsonl, by step (evaluation rows left out)."""
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r for r in rows if "reward/mean" in r}
+
+
+def assert_same_run(
+    ref: Path, run: Path, steps: list[int], timings: tuple[str, ...] = ("reward/seconds",)
+) -> None:
+    """``run`` (killed and resumed) logged exactly the steps of ``ref``, with the same metrics
+    (timings aside: ``perf/*`` and ``timings``), and its last checkpoint holds the same weights."""
+    a, b = step_metrics(ref), step_metrics(run)
+    assert sorted(a) == sorted(b) == steps
+    for step in steps:
+        ra = {k: v for k, v in a[step].items() if not k.startswith("perf/") and k not in timings}
+        rb = {k: v for k, v in b[step].items() if not k.startswith("perf/") and k not in timings}
+        assert ra.keys() == rb.keys()
+        for key in ra:
+            assert rb[key] == pytest.approx(ra[key], rel=1e-6, abs=1e-7), (step, key)
+    final = Path("checkpoints") / f"step_{steps[-1]:06d}" / "model" / "model.safetensors"
+    wa, wb = load_file(ref / final), load_file(run / final)
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-5, atol=1e-6)

@@ -15,10 +15,12 @@ from safetensors.torch import load_file
 
 from tests.helpers_run import (
     SMALL,
+    assert_same_run,
     kill_after_checkpoint,
     logged_step,
     quiet_env,
     save_random_tiny_model,
+    step_metrics,
     wait_until,
 )
 
@@ -38,15 +40,6 @@ def _train_cmd(model: Path, run_dir: Path, name: str, *extra: str) -> list[str]:
         sys.executable, "-m", "dapo_rl", "train", f"model.path={model}", f"logging.run_dir={run_dir}",
         f"logging.run_name={name}", *SMALL, *extra,
     ]  # fmt: skip
-
-
-def _metrics(run: Path) -> dict[int, dict]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r for r in rows if "reward/mean" in r}
-
-
-def _comparable(row: dict) -> dict:
-    return {k: v for k, v in row.items() if not k.startswith("perf/") and k != "reward/seconds"}
 
 
 def test_smoke_run_writes_everything_and_changes_parameters(model_dir: Path, tmp_path: Path) -> None:
@@ -77,7 +70,7 @@ def test_smoke_run_writes_everything_and_changes_parameters(model_dir: Path, tmp
     after = load_file(final / "model" / "model.safetensors")
     changed = [k for k in before if not torch.equal(before[k], after[k])]
     assert changed, "no parameter changed after two DAPO steps"
-    metrics = _metrics(run)
+    metrics = step_metrics(run)
     assert sorted(metrics) == [1, 2]
     for key in ("loss/clip_frac", "loss/entropy", "sampling/keep_rate", "reward/acc", "optim/grad_norm"):
         assert key in metrics[2]
@@ -114,17 +107,7 @@ def test_resume_after_sigkill_matches_uninterrupted(model_dir: Path, tmp_path: P
         capture_output=True, text=True, env=_env(tmp_path), timeout=300,
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    a, b = _metrics(tmp_path / "ref"), _metrics(tmp_path / "killed")
-    assert sorted(a) == sorted(b) == [1, 2, 3, 4, 5, 6]
-    for step in range(1, 7):
-        ra, rb = _comparable(a[step]), _comparable(b[step])
-        assert ra.keys() == rb.keys()
-        for key in ra:
-            assert rb[key] == pytest.approx(ra[key], rel=1e-6, abs=1e-7), (step, key)
-    wa = load_file(tmp_path / "ref" / "checkpoints" / "step_000006" / "model" / "model.safetensors")
-    wb = load_file(tmp_path / "killed" / "checkpoints" / "step_000006" / "model" / "model.safetensors")
-    for k in wa:
-        torch.testing.assert_close(wb[k], wa[k], rtol=1e-5, atol=1e-6)
+    assert_same_run(tmp_path / "ref", tmp_path / "killed", [1, 2, 3, 4, 5, 6])
 
 
 def test_sigterm_finishes_step_and_checkpoints(model_dir: Path, tmp_path: Path) -> None:

