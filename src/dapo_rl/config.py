@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from dapo_rl.config_async import AsyncConfig, async_problems
 from dapo_rl.config_schema import (
     AlgorithmConfig,
     BatchConfig,
@@ -53,6 +54,7 @@ __all__ = [
     "DEFAULT_PRESET",
     "PRESET_DIR",
     "AlgorithmConfig",
+    "AsyncConfig",
     "BatchConfig",
     "CheckpointConfig",
     "ConfigError",
@@ -139,7 +141,7 @@ def _cross_field_problems(cfg: DapoConfig) -> list[str]:
                 f"{limit} positions (max_position_embeddings in model.path): set it to at most "
                 f"{limit} minus rollout.max_response_tokens"
             )
-    return p
+    return p + async_problems(cfg)
 
 
 def _path_problems(cfg: DapoConfig) -> list[str]:
@@ -212,11 +214,12 @@ def _fields_at(path: tuple[str | int, ...]) -> list[str]:
     """Valid field names of the section reached by ``path`` (for "did you mean" hints)."""
     model: type[BaseModel] = DapoConfig
     for part in path:
-        info = model.model_fields.get(str(part))
+        by_alias = {f.alias: f for f in model.model_fields.values() if f.alias}  # `async`
+        info = model.model_fields.get(str(part)) or by_alias.get(str(part))
         if info is None or not (isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel)):
             return []
         model = info.annotation
-    return list(model.model_fields)
+    return [f.alias or name for name, f in model.model_fields.items()]
 
 
 def _describe(err: dict[str, Any]) -> str:
@@ -346,4 +349,4 @@ def load_config(
 
 def config_to_yaml(cfg: DapoConfig) -> str:
     """The resolved configuration as YAML (what ``dapo config show`` prints and runs save)."""
-    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False, width=100)
+    return yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False, width=100)

@@ -33,6 +33,7 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
 def render() -> str:
     sections = []
     for name, info in DapoConfig.model_fields.items():
+        name = info.alias or name  # `async`, a keyword, is the field `async_`
         section = info.annotation
         assert isinstance(section, type) and issubclass(section, BaseModel)
         header = "| key | type | default | meaning |\n|---|---|---|---|"

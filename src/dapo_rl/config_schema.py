@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from dapo_rl.config_async import AsyncConfig
+
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True, validate_assignment=True)
@@ -129,12 +131,13 @@ class RolloutConfig(_Section):
     enforce_eager: bool = True
     """vllm engine: no CUDA graphs / torch.compile (starts in seconds; on a GPU ``false`` decodes
     faster after a longer start)."""
-    importance_correction: Literal["none", "tis"] = "none"
-    """Correction for the rollout engine's numerics (training-inference mismatch): ``tis`` multiplies
-    each token's policy loss by min(pi_train / pi_rollout, importance_cap), detached
-    (docs/algorithm.md). Needs the engine's log-probs (the vllm engine always returns them)."""
+    importance_correction: Literal["none", "tis", "mask"] = "none"
+    """Correction for the rollout engine's numerics and, with ``async``, for stale data: each token's
+    policy loss is weighted by w = pi_prox / pi_rollout, detached; ``tis`` clamps w at
+    ``importance_cap``, ``mask`` drops tokens with w over it (they still count in the token-mean
+    denominator) (docs/algorithm.md). Needs the engine's log-probs (the vllm engine always returns them)."""
     importance_cap: float = Field(2.0, ge=1.0)
-    """C, the cap of the truncated importance weight (``importance_correction: tis``)."""
+    """C, the cap of the importance weight (``importance_correction``: tis clamps, mask drops)."""
 
 
 class RewardConfig(_Section):
@@ -346,6 +349,7 @@ class DapoConfig(_Section):
     logging: LoggingConfig = LoggingConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     eval: EvalConfig = EvalConfig()
+    async_: AsyncConfig = Field(AsyncConfig(), alias="async")  # YAML key `async` (a Python keyword)
 
     # ---- derived values (computed here once) --------------------------------------------------
     @property

@@ -32,6 +32,9 @@ ROLLOUT_MASKED_TRUNCATED_FRAC = "rollout/masked_truncated_frac"
 ROLLOUT_LOGPROB_ABS_DIFF_MEAN = "rollout/logprob_abs_diff_mean"
 ROLLOUT_LOGPROB_ABS_DIFF_MAX = "rollout/logprob_abs_diff_max"
 ROLLOUT_LOGPROB_KL_K3 = "rollout/logprob_kl_k3"
+# the capped importance weight pi_prox / pi_rollout (rollout.importance_correction tis or mask)
+ROLLOUT_IS_WEIGHT_MEAN = "rollout/is_weight_mean"
+ROLLOUT_IS_CAPPED_FRAC = "rollout/is_capped_frac"
 
 # ---- sampling/ : dynamic sampling ------------------------------------------------------------------
 SAMPLING_ROUNDS = "sampling/rounds"
@@ -73,6 +76,25 @@ OPTIM_UPDATES = "optim/updates"
 OPTIM_GRAD_NORM = "optim/grad_norm"
 OPTIM_NONFINITE_SKIPPED = "optim/nonfinite_skipped"
 OPTIM_SKIPPED_EMPTY_STEP = "optim/skipped_empty_step"
+
+# ---- async/ : asynchronous rollouts (async.max_staleness > 0), dapo_rl/async_rollout ------------------
+ASYNC_STALENESS_MEAN = "async/staleness_mean"
+ASYNC_STALENESS_MAX = "async/staleness_max"
+ASYNC_STALENESS_HIST_PREFIX = "async/staleness_hist/"
+ASYNC_TRAINER_WAIT = "async/trainer_wait_s"
+ASYNC_ROLLOUT_WAIT = "async/rollout_wait_s"
+ASYNC_IDLE_RATIO_TRAINER = "async/idle_ratio_trainer"
+ASYNC_IDLE_RATIO_ROLLOUT = "async/idle_ratio_rollout"
+ASYNC_QUEUE_DEPTH = "async/queue_depth"
+ASYNC_WEIGHT_PUSH = "async/weight_push_s"
+ASYNC_DROPPED_STALE_GROUPS = "async/dropped_stale_groups"
+ASYNC_VERSION = "async/version"
+
+
+def staleness_hist(staleness: int) -> str:
+    """``async/staleness_hist/<k>``: trained groups of the step generated ``k`` versions back."""
+    return f"{ASYNC_STALENESS_HIST_PREFIX}{staleness}"
+
 
 # ---- perf/ -------------------------------------------------------------------------------------------
 PERF_TIME_STEP = "perf/time_step_s"

@@ -4,8 +4,11 @@ When the step's responses carry the engine's log-probs of their tokens (the vllm
 gives them; any engine when ``rollout.importance_correction`` asks), :class:`MismatchTracker`
 compares them with the trainer's old log-probs on every micro-batch, logs
 ``rollout/logprob_abs_diff_mean``, ``..._max`` and ``rollout/logprob_kl_k3`` (reduced over ranks),
-and with ``importance_correction: tis`` multiplies the per-token policy loss by the truncated
-importance weights. The formulas are :mod:`dapo_rl.algorithm.importance`'s.
+and with ``importance_correction: tis`` or ``mask`` multiplies the per-token policy loss by the
+capped importance weights (clamped, or over-cap tokens dropped), logging ``rollout/is_weight_mean``
+and ``rollout/is_capped_frac``. With asynchronous rollouts the old log-probs are the proximal
+policy's and the engine's are the behaviour policy's: this is the decoupled loss's weight
+(docs/algorithm.md). The formulas are :mod:`dapo_rl.algorithm.importance`'s.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dapo_rl import metric_names as M
 from dapo_rl.algorithm.importance import (
     MISMATCH_MAXES,
     MISMATCH_SUMS,
+    capped_importance_weights,
     finalize_mismatch,
     mismatch_sums,
     truncated_importance_weights,
@@ -26,7 +31,8 @@ from dapo_rl.distributed import DistContext
 
 
 class MismatchTracker:
-    """Accumulates one step's mismatch sums; applies TIS when ``correction == "tis"``."""
+    """Accumulates one step's mismatch sums; applies the capped weights when ``correction`` is
+    ``tis`` or ``mask``."""
 
     def __init__(self, correction: str, cap: float, device: torch.device) -> None:
         self.correction, self.cap, self.device = correction, cap, device
@@ -71,12 +77,27 @@ class MismatchTracker:
             else:
                 self.sums[key] = torch.maximum(held, value) if key in MISMATCH_MAXES else held + value
         if self.correction == "tis":
-            return token_loss * truncated_importance_weights(old_logp, rollout_logp, mask, self.cap)
-        return token_loss
+            weights = truncated_importance_weights(old_logp, rollout_logp, mask, self.cap)
+            _, over = capped_importance_weights(old_logp, rollout_logp, mask, self.cap, "tis")
+        elif self.correction == "mask":
+            weights, over = capped_importance_weights(old_logp, rollout_logp, mask, self.cap, "mask")
+        else:
+            return token_loss
+        for key, value in (("is_weight_sum", weights.detach().sum()), ("is_capped", over.sum())):
+            self.sums[key] = self.sums[key] + value if key in self.sums else value
+        return token_loss * weights
 
     def metrics(self, dist: DistContext) -> dict[str, float]:
         """The step's ``rollout/logprob_*`` metrics over all ranks (every rank must call it)."""
         local = {k: float(self.sums[k]) if k in self.sums else 0.0 for k in (*MISMATCH_SUMS, *MISMATCH_MAXES)}
         sums = dist.sum_values({k: local[k] for k in MISMATCH_SUMS})
         maxes = dist.max_values({k: local[k] for k in MISMATCH_MAXES})
-        return finalize_mismatch({k: torch.tensor(v) for k, v in (sums | maxes).items()})
+        out = finalize_mismatch({k: torch.tensor(v) for k, v in (sums | maxes).items()})
+        if self.correction != "none":
+            weighted = dist.sum_values(
+                {k: float(self.sums.get(k, 0.0)) for k in ("is_weight_sum", "is_capped")}
+            )
+            inv = 1.0 / sums["num_tokens"] if sums["num_tokens"] else 0.0
+            out[M.ROLLOUT_IS_WEIGHT_MEAN] = weighted["is_weight_sum"] * inv
+            out[M.ROLLOUT_IS_CAPPED_FRAC] = weighted["is_capped"] * inv
+        return out

@@ -81,3 +81,28 @@ def truncated_importance_weights(
     d, valid = _log_ratio(train_logp, rollout_logp, mask)
     weights = torch.exp(d.clamp(max=math.log(cap)))
     return torch.where(valid, weights, 0.0).to(train_logp.dtype)
+
+
+def capped_importance_weights(
+    train_logp: Tensor, rollout_logp: Tensor, mask: Tensor, cap: float, mode: str
+) -> tuple[Tensor, Tensor]:
+    """Importance weights w = pi_train / pi_rollout under a cap, detached, 0 at masked positions,
+    and the bool tensor of valid tokens whose w is over the cap.
+
+    ``mode="tis"``: ``min(w, cap)`` (:func:`truncated_importance_weights`). ``mode="mask"``: ``w``
+    where ``w <= cap``, else 0 (the token drops out of the numerator; it stays in the token-mean
+    denominator, which is computed from the response mask before any weight). With asynchronous
+    rollouts pi_train is the proximal policy (the trainer's recomputed log-probs) and pi_rollout the
+    behaviour policy that sampled the tokens (docs/algorithm.md).
+    """
+    if cap < 1.0:
+        raise ValueError(f"importance cap must be >= 1, got {cap}")
+    if mode not in ("tis", "mask"):
+        raise ValueError(f"importance correction mode must be 'tis' or 'mask', got {mode!r}")
+    d, valid = _log_ratio(train_logp, rollout_logp, mask)
+    over = valid & (d > math.log(cap))
+    if mode == "tis":
+        weights = torch.exp(d.clamp(max=math.log(cap)))
+    else:
+        weights = torch.where(over, 0.0, torch.exp(d))
+    return torch.where(valid, weights, 0.0).to(train_logp.dtype), over
