@@ -67,6 +67,12 @@ class SyntheticTaskConfig(_Section):
     """Number of generated training problems (used when ``data.train_files`` is empty)."""
     num_eval: int = Field(200, ge=1)
     """Number of held-out problems (a disjoint split) used for evaluation."""
+    task: Literal["arith", "length"] = "arith"
+    """``arith``: the default warm start. ``length``: the same problems and reward, warm-started from a
+    teacher that rambles (writes its working again with probability ``ramble``, so a share of
+    responses hit the length cap; ``dapo_rl.data.length_task``, preset ``--config length``)."""
+    ramble: float = Field(0.6, ge=0.0, lt=1.0)
+    """With ``task: length``: the teacher's probability of writing its working once more (up to 3 times)."""
 
 
 class DataConfig(_Section):

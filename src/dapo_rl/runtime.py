@@ -11,6 +11,7 @@ from typing import Any
 from dapo_rl.config import DapoConfig, config_to_yaml
 from dapo_rl.data.dataset import PromptDataset, filter_prompt_length
 from dapo_rl.data.encoder import PromptEncoder
+from dapo_rl.data.length_task import warm_start_recipe
 from dapo_rl.data.readers import canonical_answer, read_files
 from dapo_rl.data.synthetic import make_rows
 from dapo_rl.data.types import PromptRow
@@ -32,7 +33,7 @@ def model_dir(cfg: DapoConfig) -> Path:
     """The configured model directory, or the cached warm-started tiny model (built on first use)."""
     if cfg.model.path is not None:
         return Path(cfg.model.path).expanduser()
-    return ensure_warm_model()
+    return ensure_warm_model(**warm_start_recipe(cfg.data.synthetic))
 
 
 def load_rows(cfg: DapoConfig, split: str) -> list[PromptRow]:

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from dapo_rl.data import synthetic
+from dapo_rl.data import length_task, synthetic
 from dapo_rl.data.encoder import PromptEncoder
 from dapo_rl.evaluation import EvalSpec, evaluate
 from dapo_rl.models.tiny import build_tiny_model, build_tokenizer, default_cache_dir
@@ -66,11 +66,13 @@ class SFTConfig:
     layers: int = 4
     seed: int = 0
     forget_carry: float = 0.4
+    ramble: float = 0.0  # the length task's rambling teacher (dapo_rl.data.length_task); 0: none
 
     def digest(self) -> str:
         """A short hash of this config, the task version and the SFT version."""
+        sft = {k: v for k, v in asdict(self).items() if k != "ramble" or v}  # ramble 0: the old hash
         payload = json.dumps(
-            {"sft": asdict(self), "task": synthetic.TASK_VERSION, "version": SFT_VERSION}, sort_keys=True
+            {"sft": sft, "task": synthetic.TASK_VERSION, "version": SFT_VERSION}, sort_keys=True
         )
         return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
@@ -87,14 +89,18 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 
 
 def _encode_examples(
-    tokenizer: Any, rows: list, forget_carry: float = 0.0, seed: int = 0
+    tokenizer: Any, rows: list, forget_carry: float = 0.0, seed: int = 0, ramble: float = 0.0
 ) -> list[tuple[list[int], int]]:
     """Token ids of prompt + solution + EOS, with the prompt length (its tokens get no loss).
 
     The solutions are the fallible teacher's (:func:`~dapo_rl.data.synthetic.format_solution`
-    with ``forget_carry``, drawn reproducibly from ``seed``)."""
+    with ``forget_carry``, drawn reproducibly from ``seed``), rambled when ``ramble`` > 0
+    (:func:`~dapo_rl.data.length_task.teacher_solution`)."""
     rng = random.Random(f"teacher:{seed}")
-    targets = [synthetic.format_solution(r, forget_carry, rng) for r in rows]
+    if ramble > 0.0:
+        targets = [length_task.teacher_solution(r, forget_carry, ramble, rng) for r in rows]
+    else:
+        targets = [synthetic.format_solution(r, forget_carry, rng) for r in rows]
     prompts = tokenizer([r.prompt for r in rows])["input_ids"]
     answers = tokenizer(targets, add_special_tokens=False)["input_ids"]
     eos = tokenizer.eos_token_id
@@ -181,6 +187,10 @@ def evaluate_warm_model(
         "sampled_mean_length": sampled["mean_response_tokens"],
         "sampled_truncated": sampled["truncation_rate"],
         "sampled_forgotten_carry_rate": sum(f for _, f in carries) / due if due else 0.0,
+        "sampled_rambling_rate": sum(
+            length_task.repeats(t) > 0 for p in sampled["problems"] for t in p["texts"]
+        )
+        / (samples * problems),
     }
 
 
@@ -191,7 +201,7 @@ def _train(
     rows = synthetic.make_rows(
         cfg.steps * cfg.batch_size, seed=cfg.seed, split="train", difficulty=synthetic.SFT_LEVELS
     )
-    examples = _encode_examples(tokenizer, rows, cfg.forget_carry, cfg.seed)
+    examples = _encode_examples(tokenizer, rows, cfg.forget_carry, cfg.seed, cfg.ramble)
     random.Random(cfg.seed).shuffle(examples)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=cfg.lr, weight_decay=_WEIGHT_DECAY, betas=(0.9, 0.98)
@@ -255,6 +265,7 @@ def run_sft(
     hidden: int = SFTConfig.hidden,
     layers: int = SFTConfig.layers,
     forget_carry: float = SFTConfig.forget_carry,
+    ramble: float = SFTConfig.ramble,
     max_seconds: float | None = None,
     eval_problems: int = 200,
     threads: int | None = 2,
@@ -278,6 +289,7 @@ def run_sft(
         layers=layers,
         seed=seed,
         forget_carry=forget_carry,
+        ramble=ramble,
     )
     with _torch_threads(threads):
         start = time.perf_counter()
