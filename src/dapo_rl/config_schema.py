@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from dapo_rl.config_async import AsyncConfig
+from dapo_rl.config_health import HealthConfig
 
 
 class _Section(BaseModel):
@@ -144,6 +145,10 @@ class RolloutConfig(_Section):
     denominator) (docs/algorithm.md). Needs the engine's log-probs (the vllm engine always returns them)."""
     importance_cap: float = Field(2.0, ge=1.0)
     """C, the cap of the importance weight (``importance_correction``: tis clamps, mask drops)."""
+    verify_weights_every: int = Field(10, ge=0)
+    """An engine holding its own weights (vllm) is checked after the first push and every this many
+    steps: a fixed probe scored by it and by the policy, and per-layer weight sums (docs/health.md);
+    a mismatch stops the run (exit 3) naming the layers. 0: never."""
 
 
 class RewardConfig(_Section):
@@ -356,6 +361,7 @@ class DapoConfig(_Section):
     checkpoint: CheckpointConfig = CheckpointConfig()
     eval: EvalConfig = EvalConfig()
     async_: AsyncConfig = Field(AsyncConfig(), alias="async")  # YAML key `async` (a Python keyword)
+    health: HealthConfig = HealthConfig()
 
     # ---- derived values (computed here once) --------------------------------------------------
     @property

@@ -12,6 +12,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from dapo_rl import metric_names as M
+from dapo_rl.health.ledger import format_shares, ledger_shares
 
 
 def quiet_third_party() -> None:
@@ -39,6 +40,7 @@ def run_story(records: list[dict[str, Any]]) -> dict[str, Any]:
         "tokens_generated": sum(r.get(M.PERF_TOKENS_GENERATED, 0.0) for r in records),
         "tokens_trained": sum(r.get(M.PERF_TOKENS_TRAINED, 0.0) for r in records),
         "heldout_before": before,
+        "ledger_shares": ledger_shares(records),
     }
 
 
@@ -111,6 +113,7 @@ class RunClock:
             "heldout_after": acc(final_eval),
             "stopped_early": trainer.stop.requested,
             "stopped_by": signal.Signals(trainer.stop.signum).name if trainer.stop.signum else None,
+            "ledger_shares": story["ledger_shares"] if story else {},  # docs/health.md
         }
 
 
@@ -135,6 +138,8 @@ def print_summary(summary: dict[str, Any]) -> None:
         f"  held-out before    {_fmt(summary['heldout_before'])}",
         f"  held-out after     {_fmt(summary['heldout_after'])}",
     ]
+    if summary.get("ledger_shares"):
+        lines.append(f"  response tokens    {format_shares(summary['ledger_shares'], 0.0005)}")
     print("\n".join(lines))
 
 

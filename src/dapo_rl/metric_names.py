@@ -149,4 +149,45 @@ EVAL_PASS_AT_K = eval_key(PASS_AT_K)
 EVAL_MAJ_AT_K = eval_key(MAJ_AT_K)
 EVAL_INVALID_RATE = eval_key("invalid_rate")
 EVAL_TIMEOUTS = eval_key("timeouts")
+
+# ---- ledger/ : the learning-signal ledger, tokens per reason (health/ledger.py, docs/health.md) ------
+LEDGER_PREFIX = "ledger/"
+LEDGER_CATEGORIES = (
+    "filtered_all_correct",
+    "filtered_all_wrong",
+    "filtered_other",
+    "surplus",
+    "overlong_masked",
+    "zero_advantage",
+    "skipped_guard",
+    "skipped_nonfinite",
+    "clipped_low",
+    "clipped_high",
+    "dual_clipped",
+    "live",
+)
+"""The ledger's reasons, in the order they are decided (a token gets the first that applies)."""
+LEDGER_FILTERED_ALL_CORRECT = "ledger/filtered_all_correct"
+LEDGER_FILTERED_ALL_WRONG = "ledger/filtered_all_wrong"
+LEDGER_FILTERED_OTHER = "ledger/filtered_other"
+LEDGER_SURPLUS = "ledger/surplus"
+LEDGER_OVERLONG_MASKED = "ledger/overlong_masked"
+LEDGER_ZERO_ADVANTAGE = "ledger/zero_advantage"
+LEDGER_SKIPPED_GUARD = "ledger/skipped_guard"
+LEDGER_SKIPPED_NONFINITE = "ledger/skipped_nonfinite"
+LEDGER_CLIPPED_LOW = "ledger/clipped_low"
+LEDGER_CLIPPED_HIGH = "ledger/clipped_high"
+LEDGER_DUAL_CLIPPED = "ledger/dual_clipped"
+LEDGER_LIVE = "ledger/live"
+LEDGER_TOKENS = "ledger/tokens"
+LEDGER_CARRIED_IN = "ledger/carried_in"
+LEDGER_CARRIED_OUT = "ledger/carried_out"
+# the reward guard's view of a step (health/guard.py): the lowest and highest task score generated
+REWARD_SCORE_MIN = "reward/score_min"
+REWARD_SCORE_MAX = "reward/score_max"
+
+
+def ledger_key(category: str) -> str:
+    """``ledger/<category>``: the step's response tokens counted under ``category``."""
+    return f"{LEDGER_PREFIX}{category}"
 EVAL_ERRORS = eval_key("errors")

@@ -44,6 +44,8 @@ class _Figure:
     stacked: bool = False
     """Draw every ``perf/time_<stage>_s`` key found in the records as stacked areas (the panel's own
     lines, e.g. the step total, are drawn on top as lines)."""
+    stack: tuple[_Line, ...] = ()
+    """Lines drawn as stacked areas under the panel's own lines (those never above 0 left out)."""
 
 
 def _eval_line(name: str, label: str) -> _Line:
@@ -112,6 +114,17 @@ FIGURES: tuple[_Figure, ...] = (
         ),
     ),
     _Figure(
+        "ledger.png",
+        (
+            _Panel(
+                "Learning-signal ledger",
+                "response tokens per step",
+                (_Line(M.LEDGER_TOKENS, "all", style="k--"),),
+            ),
+        ),
+        stack=tuple(_Line(M.ledger_key(c), c.replace("_", " ")) for c in reversed(M.LEDGER_CATEGORIES)),
+    ),
+    _Figure(
         "time.png",
         (
             _Panel(
@@ -129,7 +142,7 @@ def plotted_keys(records: list[dict[str, Any]] | None = None) -> set[str]:
     keys = set()
     for fig in FIGURES:
         for panel in fig.panels:
-            for line in panel.lines:
+            for line in (*panel.lines, *fig.stack):
                 keys.add(line.key)
                 if line.band:
                     keys |= {M.ci95_low(line.key), M.ci95_high(line.key)}
@@ -227,7 +240,8 @@ def _panel_data(
     if fig_spec.stacked:
         lines = [_Line(k, M.stage_of(k) or k) for k in _stage_keys(records)] + lines
     data = [(line, _series(records, line.key)) for line in lines]
-    return [(line, s) for line, s in data if s[0]]
+    stack = [(line, s) for line in fig_spec.stack if any((s := _series(records, line.key))[1])]
+    return stack + [(line, s) for line, s in data if s[0]]
 
 
 def _draw_figure(fig_spec: _Figure, records: list[dict[str, Any]], out_path: Path, title: str = "") -> bool:
@@ -243,7 +257,8 @@ def _draw_figure(fig_spec: _Figure, records: list[dict[str, Any]], out_path: Pat
     fig, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.4), squeeze=False)
     try:
         for ax, (panel, data) in zip(axes[0], panels):
-            stages = [(line, s) for line, s in data if fig_spec.stacked and line not in panel.lines]
+            stacked = fig_spec.stacked or fig_spec.stack
+            stages = [(line, s) for line, s in data if stacked and line not in panel.lines]
             if stages:
                 _draw_stacked(ax, stages)
             for line, series in data:
@@ -268,7 +283,8 @@ def plot_run(run_dir: Path) -> list[Path]:
 
     Figures (each titled with the run directory's name): reward and accuracy (with eval avg@k points
     and their 95% interval band), held-out avg@k / pass@k / maj@k with bands, response length and
-    truncation rate, clip fractions, entropy, dynamic-sampling keep rate and rounds, and the time of
+    truncation rate, clip fractions, entropy, dynamic-sampling keep rate and rounds, the learning-signal
+    ledger's tokens per reason stacked under the step's total (docs/health.md), and the time of
     every timed stage (``perf/time_<stage>_s``) stacked under the whole step's time. Panels without
     data are skipped. Raises ``FileNotFoundError`` naming the file when ``metrics.jsonl`` is missing.
     """

@@ -111,9 +111,9 @@ def build_datasets(
             f"dropped {dropped} training prompt(s) longer than data.max_prompt_tokens={cfg.data.max_prompt_tokens}"
         )
     held_out = rows_from_user(eval_rows, "eval_rows") if eval_rows is not None else load_rows(cfg, "eval")
-    return PromptDataset(rows, seed=cfg.train.seed, shuffle=cfg.data.shuffle), held_out[
-        : cfg.eval.max_problems
-    ]
+    dataset = PromptDataset(rows, seed=cfg.train.seed, shuffle=cfg.data.shuffle)
+    dataset.dropped_long = dropped  # read by the health guard (prompts cut by data.max_prompt_tokens)
+    return dataset, held_out[: cfg.eval.max_problems]
 
 
 def open_run(

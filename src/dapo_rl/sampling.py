@@ -30,6 +30,8 @@ class Group:
     accs: list[bool]
     rewards: list[float]
     age: int = 0
+    version: int = 0  # the policy version (weight publication) whose weights generated the group
+    informative: bool = True  # False: dropped by the dynamic-sampling filter (the ledger's reason)
 
     def view(self) -> GroupView:
         return GroupView(
@@ -139,6 +141,8 @@ class GroupCollector:
             flags, c = filter_groups([g.view() for g in fresh], self.metric, self.user_filter, self.criterion)
             for key in counts:
                 counts[key] += int(c.get(key, 0))
+            for g, keep in zip(fresh, flags):
+                g.informative = bool(keep)
             batch.offer([g for g, keep in zip(fresh, flags) if keep])
         if not batch.full and self.on_shortfall == "error":
             raise ShortfallError(

@@ -54,6 +54,7 @@ from dapo_rl.distributed import DistContext, gathered, init_distributed, wrap_po
 from dapo_rl.eval_metrics import merge_evaluations, scalar_metrics
 from dapo_rl.evaluation import EvalSpec, evaluate
 from dapo_rl.generations import eval_records, step_records
+from dapo_rl.health.run import step_health
 from dapo_rl.lifecycle import (
     GracefulStop,
     RunClock,
@@ -218,7 +219,7 @@ class Trainer:
         tokens = sum(g.num_tokens for g in collected.generated)
         metrics |= perf_metrics(self.stages, time.perf_counter() - step_start, tokens, self.dist)
         metrics |= {"optim/lr": self.scheduler.get_last_lr()[0], "optim/updates": self.update.updates}
-        return metrics
+        return metrics | step_health(self, collected, samples, metrics)  # ledger, guard, weights
 
     def _generate_round(self, num_prompts: int, round_index: int) -> list[Group]:
         """Roll out G responses for this rank's share of ``num_prompts`` fresh prompts and score them.

@@ -33,6 +33,7 @@ from dapo_rl.collapse import nonfinite_update_error
 from dapo_rl.config import DapoConfig
 from dapo_rl.distributed import DistContext, clip_grad_norm, pad_plan, sync_gradients
 from dapo_rl.errors import DivergedError
+from dapo_rl.health.ledger import UpdateTally
 from dapo_rl.mismatch import MismatchTracker
 from dapo_rl.step_metrics import RunTotals, StageTimes, UpdateSums, update_metrics
 
@@ -62,6 +63,7 @@ class PolicyUpdate:
         self.device = dist.device
         self.updates, self.nonfinite_in_row = 0, 0
         self.mismatch: MismatchTracker | None = None  # set per step, when responses carry log-probs
+        self.tally = UpdateTally()  # the step's token states for the ledger (health/ledger.py)
 
     def __call__(
         self, samples: list[TrainSample], total_groups: int, fresh: bool, stages: StageTimes
@@ -78,8 +80,10 @@ class PolicyUpdate:
             old = None if single else self._frozen_logprobs(self.policy, minibatches, plans)
             ref = self._frozen_logprobs(self.ref_policy, minibatches, plans) if self.ref_policy else None
         policy_sums, sums = None, UpdateSums(kl_ref=0.0 if self.ref_policy else None)
+        self.tally = UpdateTally()
         with stages.time("update"):
-            for _ in range(epochs):
+            for epoch in range(epochs):
+                self.tally.counting = epoch == epochs - 1  # a token's state in its last update
                 for i, (mb, plan) in enumerate(zip(minibatches, plans)):
                     frozen = (old[i] if old else None, ref[i] if ref else None)
                     policy_sums = accumulate_policy_metrics(
@@ -192,6 +196,7 @@ class PolicyUpdate:
         if algo.entropy_coef:
             loss = loss - algo.entropy_coef * aggregate(entropy, w)
         ok, _ = importance_ratio_guard(logp.detach(), old_logp, mb.response_mask, algo.max_importance_ratio)
+        self.tally.micro(m, mb.response_mask, adv, ok)
         if not ok:  # no gradient from this micro-batch; backward still runs (FSDP needs every rank)
             sums.guard_skipped += 1
             loss = loss * 0.0
@@ -204,6 +209,7 @@ class PolicyUpdate:
         total_loss = self.dist.sum_values({"loss": local_loss})["loss"]
         grad_norm = clip_grad_norm(self.policy, self.cfg.optim.grad_clip or float("inf"))
         finite = math.isfinite(grad_norm) and math.isfinite(total_loss)
+        self.tally.end_update(finite)
         if finite:
             self.optimizer.step()
             self.scheduler.step()

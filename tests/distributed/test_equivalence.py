@@ -19,6 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from dapo_rl import metric_names as M
 from tests.distributed.helpers import parity_reward, problem_rows, register_scripted_engine, run_ranks
 from tests.helpers_run import save_random_tiny_model
 
@@ -121,3 +122,11 @@ def test_two_ranks_make_the_single_process_update(runs: Path, mode: str) -> None
     if "dynamic_sampling.carry_over=true" in MODES[mode]:
         assert m1[1]["sampling/carried_groups"] > 0 and m1[2]["sampling/carried_age_max"] == 1
     assert m1[1]["optim/updates"] >= 2
+    for step in (1, 2):  # the learning-signal ledger adds up (docs/health.md), here on 2 ranks
+        r = m2[step]
+        cats = [r[M.ledger_key(c)] for c in M.LEDGER_CATEGORIES]
+        moved = r["perf/tokens_generated"] + r[M.LEDGER_CARRIED_IN] - r[M.LEDGER_CARRIED_OUT]
+        assert sum(cats) == r[M.LEDGER_TOKENS] == moved
+        assert sum(cats[M.LEDGER_CATEGORIES.index("zero_advantage") :]) == pytest.approx(
+            r["perf/tokens_trained"], abs=1e-9
+        )
