@@ -421,6 +421,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (each gets cores / jobs threads)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON, table and plots")
     parser.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="keep each run's result here and reuse it when run again (--jobs 1)",
+    )
+    parser.add_argument(
         "--smoke", action="store_true", help="a tiny end-to-end run (CI): 2 steps, small batches"
     )
     parser.add_argument(
@@ -448,7 +454,22 @@ def main() -> None:
         else:
             results = []
             for c in calls:
-                results.append(run_arm(*c))
+                saved = (
+                    args.cache / f"{args.task}_{c[0]}_s{c[2]}_{budget_text.replace(' ', '')}.json"
+                    if args.cache
+                    else None
+                )
+                if (
+                    saved is not None
+                    and saved.is_file()
+                    and (not c[-1] or json.loads(saved.read_text())["before"])
+                ):
+                    results.append(json.loads(saved.read_text()))
+                else:
+                    results.append(run_arm(*c))
+                    if saved is not None:
+                        saved.parent.mkdir(parents=True, exist_ok=True)
+                        saved.write_text(json.dumps(results[-1]))
                 r = results[-1]
                 print(
                     f"  {r['arm']} seed {r['seed']}: acc {100 * r['after']['acc']:.1f}%, truncated "
@@ -464,6 +485,8 @@ def main() -> None:
         k: float(np.mean([runs[arms[0], s]["before"][k] for s in args.seeds]))
         for k in ("acc", "truncated", "length")
     }
+    canonical = GROUPS["all"]  # the table in the paper's order, however the arms were given
+    arms = sorted(arms, key=lambda a: canonical.index(a))
     arm_rows = [arm_summary(a, [runs[a, s] for s in args.seeds]) for a in arms]
     effects = [effect(runs, *c, args.seeds) for c in comparisons(arms)]
     table = tables(arm_rows, effects, warm, budget_text)
