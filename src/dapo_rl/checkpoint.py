@@ -40,11 +40,9 @@ from dapo_rl.collapse import nonfinite_parameters
 from dapo_rl.distributed import DistContext, is_sharded
 from dapo_rl.errors import CheckpointError, DivergedError, StorageError
 from dapo_rl.storage import (
-    MANIFEST_FILE,
     atomic_write_text,
     fsync_dir,
     is_write_error,
-    safetensors_problem,
     storage_error,
     verify_manifest,
     write_manifest,
@@ -243,20 +241,12 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def checkpoint_problem(ckpt: Path) -> str | None:
-    """None when ``ckpt`` can be resumed from; otherwise why not, in words. A checkpoint with a
-    manifest must match it file by file; one written before manifests existed must at least hold
-    its trainer state and readable safetensors files."""
+    """None when ``ckpt`` can be resumed from; otherwise why not, in words. Every file must match
+    the checkpoint's manifest; a missing or unreadable manifest is a reason to skip it too (what
+    is in it could not be checked)."""
     if not (ckpt / DONE_FILE).exists():
         return f"no {DONE_FILE} marker (the write did not finish)"
-    if (ckpt / MANIFEST_FILE).exists():
-        return verify_manifest(ckpt)
-    if not (ckpt / STATE_FILE).is_file():
-        return f"{STATE_FILE} is missing"
-    for path in sorted((ckpt / "model").glob("*.safetensors")):
-        problem = safetensors_problem(path)
-        if problem:
-            return f"{path.relative_to(ckpt)}: {problem}"
-    return None
+    return verify_manifest(ckpt)
 
 
 def resume_checkpoint(run_dir: Path, ctx: DistContext | None = None, report: Any = print) -> Path:

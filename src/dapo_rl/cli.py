@@ -119,13 +119,28 @@ def _cmd_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from dapo_rl.lifecycle import stop_on_signals
+
+    stop_on_signals()  # from here to the exit: SIGINT/SIGTERM -> a message and 130/143
+    from dapo_rl.errors import Interrupted
+
+    try:
+        return _train(args)
+    except Interrupted as stop:
+        from dapo_rl.launch import stopped_message
+
+        print(f"dapo train: {stopped_message(stop)}", file=sys.stderr)
+        return stop.exit_code
+
+
+def _train(args: argparse.Namespace) -> int:
     from dapo_rl.errors import UsageError, stopped_exit_code
 
     if args.launcher == "ray":
         from dapo_rl.launch_ray import launch
 
         if args.overwrite:
-            raise UsageError("--overwrite does not work with --launcher ray: delete the run directory first")
+            raise UsageError("--overwrite does not work with --launcher ray: choose another logging.run_name")
         summary = launch(args.config, args.overrides, args.resume, args.num_workers, args.use_gpu) or {}
     else:
         from dapo_rl.launch import train_from_cli

@@ -26,6 +26,13 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from dapo_rl.config_async import AsyncConfig, async_problems
+from dapo_rl.config_rules import (
+    DuplicateKey,
+    UniqueKeyLoader,
+    anchored_paths,
+    run_problems,
+    vllm_cpu_problems,
+)
 from dapo_rl.config_schema import (
     AlgorithmConfig,
     BatchConfig,
@@ -72,6 +79,7 @@ __all__ = [
     "RolloutConfig",
     "SyntheticTaskConfig",
     "TrainConfig",
+    "anchored_paths",
     "build_config",
     "config_to_yaml",
     "load_config",
@@ -128,6 +136,7 @@ def _cross_field_problems(cfg: DapoConfig) -> list[str]:
             f"batch.micro_batch_tokens={b.micro_batch_tokens} must be >= rollout.max_response_tokens="
             f"{r.max_response_tokens} so that one response always fits a micro-batch"
         )
+    p += run_problems(cfg)
     model = Path(cfg.model.path).expanduser() if cfg.model.path is not None else None
     if model is not None and model.is_dir():
         try:
@@ -141,6 +150,7 @@ def _cross_field_problems(cfg: DapoConfig) -> list[str]:
                 f"{limit} positions (max_position_embeddings in model.path): set it to at most "
                 f"{limit} minus rollout.max_response_tokens"
             )
+        p += vllm_cpu_problems(cfg, model)
     return p + async_problems(cfg)
 
 
@@ -289,9 +299,12 @@ def resolve_preset(name_or_path: str | Path) -> Path:
 
 
 def read_yaml(path: Path, _seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """Read a preset file. A top-level ``base: NAME`` key merges this file over preset NAME."""
+    """Read a preset file (a key or section given twice is refused, with its line). A top-level
+    ``base: NAME`` key merges this file over preset NAME."""
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=UniqueKeyLoader) or {}
+    except DuplicateKey as exc:
+        raise ConfigError([f"{path}: {exc}; keep one (one of the two settings would be lost)"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{path}: not valid YAML: {exc}"]) from exc
     if not isinstance(data, dict):

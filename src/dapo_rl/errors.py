@@ -13,6 +13,8 @@ code  meaning                      what to do
                                    checkpoint or start over (no non-finite weights were saved)
 4     storage error                free space / fix permissions on the path named, then
                                    ``dapo train --resume RUN_DIR``
+5     rollout worker lost          the asynchronous rollout worker died or hung (the message
+                                   says which); a checkpoint was written: ``dapo train --resume``
 130   stopped by SIGINT (Ctrl-C)   a checkpoint was written: ``dapo train --resume RUN_DIR``
 143   stopped by SIGTERM           a checkpoint was written: ``dapo train --resume RUN_DIR``
 ====  ===========================  ==========================================================
@@ -30,6 +32,7 @@ EXIT_INTERNAL = 1
 EXIT_USAGE = 2
 EXIT_DIVERGED = 3
 EXIT_STORAGE = 4
+EXIT_WORKER = 5
 EXIT_SIGINT = 128 + signal.SIGINT  # 130
 EXIT_SIGTERM = 128 + signal.SIGTERM  # 143
 
@@ -77,6 +80,29 @@ class StorageError(DapoError, OSError):
     """Writing a file of the run failed (disk full, permissions); earlier records are intact."""
 
     exit_code = EXIT_STORAGE
+
+
+class UserCodeError(UsageError):
+    """User code (a reward, filter, loader or template named in the config) broke its contract:
+    it ended its process (``sys.exit``, ``os._exit``) or returned a value of the wrong type. The
+    message names the function."""
+
+
+class Interrupted(BaseException):
+    """SIGINT/SIGTERM outside the step loop (model loading, an evaluation, the final save's
+    aftermath): the command stops with ``128 + signum`` and a message (see ``dapo_rl.launch``)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+        self.exit_code = 128 + int(signum)
+
+
+class RolloutWorkerError(DapoError, RuntimeError):
+    """The asynchronous rollout worker process died or stopped answering (``async.heartbeat_s``);
+    the trainer wrote a checkpoint that resumes exactly (exit code 5)."""
+
+    exit_code = EXIT_WORKER
 
 
 def exit_code_for(exc: BaseException) -> int | None:

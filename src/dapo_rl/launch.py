@@ -5,6 +5,7 @@ one: what ``dapo train`` runs, and what each torchrun process and each Ray worke
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -12,8 +13,9 @@ from typing import Any
 from dapo_rl import checkpoint as ckpt
 from dapo_rl.algorithm.filtering import GroupView
 from dapo_rl.config import DapoConfig, load_config
-from dapo_rl.errors import CheckpointError, UsageError
-from dapo_rl.storage import claim_run_dir
+from dapo_rl.errors import CheckpointError, Interrupted, UsageError
+from dapo_rl.lifecycle import current_run_dir, note_run_dir
+from dapo_rl.storage import RUN_SIGNS, claim_run_dir, is_run_dir, lock_run_dir
 from dapo_rl.trainer import Trainer
 
 
@@ -21,10 +23,12 @@ def train_from_cli(
     config: str | None, overrides: list[str], resume: str | None, overwrite: bool = False
 ) -> dict[str, Any]:
     """``dapo train``: a new run from a preset, or ``--resume RUN_DIR`` (overrides apply on top).
-    A new run never takes a directory holding another run's files unless ``overwrite`` (which
-    deletes them); the Trainer checks that before it loads anything."""
+    The run directory is locked by this process (rank 0) before anything else happens to it. A new
+    run never takes a directory holding another run unless ``overwrite`` (which removes only what a
+    run writes, :data:`~dapo_rl.storage.RUN_FILES`)."""
+    main = int(os.environ.get("RANK", "0")) == 0
     if resume:
-        run_dir = Path(resume)
+        run_dir = Path(resume).expanduser()
         if config is not None:
             raise UsageError(
                 f"--resume continues {run_dir} with its own config.yaml; --config {config} cannot "
@@ -32,8 +36,13 @@ def train_from_cli(
             )
         if overwrite:
             raise UsageError("--overwrite starts a new run; it cannot be combined with --resume")
+        if not is_run_dir(run_dir):
+            raise FileNotFoundError(f"{run_dir} is not a run directory (it holds no {', '.join(RUN_SIGNS)})")
+        if main:
+            lock_run_dir(run_dir)  # a second writer stops here, before it reads anything
+            note_run_dir(run_dir)
         if not (run_dir / "config.yaml").is_file():
-            raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
+            raise FileNotFoundError(f"{run_dir} has no config.yaml to resume with")
         if not ckpt.list_checkpoints(run_dir):  # fail early and clearly: nothing to resume
             raise CheckpointError(
                 f"no complete checkpoint under {run_dir / 'checkpoints'} to resume from (the run was "
@@ -43,9 +52,28 @@ def train_from_cli(
         return Trainer(cfg, run_dir=run_dir, resume=True).fit()
     cfg = load_config(config, overrides)
     name = cfg.logging.run_name
-    if overwrite and name and int(os.environ.get("RANK", "0")) == 0:
-        claim_run_dir(Path(cfg.logging.run_dir) / name, overwrite=True)
+    if overwrite and name and main:
+        note_run_dir(claim_run_dir(Path(cfg.logging.run_dir) / name, overwrite=True))
     return Trainer(cfg).fit()
+
+
+def stopped_message(stop: Interrupted) -> str:
+    """What ``dapo train`` prints when a signal stopped it outside the step loop: where the run
+    stands and the command that continues it."""
+    name = signal.Signals(stop.signum).name
+    run = current_run_dir()
+    if run is None or not is_run_dir(run):
+        return f"stopped by {name} before the run wrote anything: run the same command again"
+    done = ckpt.list_checkpoints(run)
+    if done:
+        return (
+            f"stopped by {name}; the newest checkpoint of {run} is {done[-1].name}: continue with "
+            f"dapo train --resume {run}"
+        )
+    return (
+        f"stopped by {name} before the first checkpoint of {run}: nothing to resume; start it again "
+        "with the same command and --overwrite (it removes only that run's files)"
+    )
 
 
 def train(

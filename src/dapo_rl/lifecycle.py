@@ -1,4 +1,5 @@
-"""A run's life: the progress bar, graceful stop on SIGINT/SIGTERM, and the summary at the end."""
+"""A run's life: the progress bar, SIGINT/SIGTERM from the first line of ``dapo train`` to its exit
+(:func:`stop_on_signals`, :class:`GracefulStop`), and the summary at the end."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from dapo_rl import metric_names as M
+from dapo_rl.errors import Interrupted
 from dapo_rl.health.ledger import format_shares, ledger_shares
 
 
@@ -169,3 +171,30 @@ class GracefulStop:
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
         self._old = {}
+
+
+_RUN: dict[str, Path] = {}
+
+
+def note_run_dir(path: Path) -> None:
+    """Remember this process's run directory (what a stop message points to)."""
+    _RUN["dir"] = Path(path)
+
+
+def current_run_dir() -> Path | None:
+    """The run directory this process opened, if any."""
+    return _RUN.get("dir")
+
+
+def _raise_interrupted(signum: int, _frame: Any) -> None:
+    raise Interrupted(signum)
+
+
+def stop_on_signals() -> None:
+    """From here to the end of the process, SIGINT and SIGTERM raise
+    :class:`~dapo_rl.errors.Interrupted` (a ``BaseException``: user code's ``except Exception``
+    does not swallow it), which ``dapo train`` reports in one line with exit code 130/143. Inside
+    the step loop :class:`GracefulStop` takes over and the step ends with a checkpoint instead."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # not the main thread
+            signal.signal(sig, _raise_interrupted)

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dapo_rl.config import DapoConfig, config_to_yaml
+from dapo_rl.config import DapoConfig, anchored_paths, config_to_yaml
 from dapo_rl.data.dataset import PromptDataset, filter_prompt_length
 from dapo_rl.data.encoder import PromptEncoder
 from dapo_rl.data.length_task import warm_start_recipe
@@ -17,14 +17,17 @@ from dapo_rl.data.synthetic import make_rows
 from dapo_rl.data.types import PromptRow
 from dapo_rl.distributed import DistContext
 from dapo_rl.errors import RunDirError
+from dapo_rl.lifecycle import note_run_dir
 from dapo_rl.models.sft import ensure_warm_model
 from dapo_rl.plugins import resolve_loader
 from dapo_rl.storage import (
     atomic_write_text,
-    check_creatable,
     claim_run_dir,
-    refuse_if_in_use,
+    foreign_files,
+    lock_run_dir,
     run_dir_in_use,
+    unlock_run_dir,
+    write_run_marker,
 )
 from dapo_rl.tracking import MetricsLogger
 
@@ -119,12 +122,14 @@ def build_datasets(
 def open_run(
     cfg: DapoConfig, run_dir: Path | None, ctx: DistContext, write_config: bool = True
 ) -> tuple[Path, MetricsLogger]:
-    """The run directory (a new one named by rank 0 unless given) with the resolved config saved
-    in it (atomically; a resumed run writes it only once its checkpoint has loaded:
-    ``write_config=False``), and the metrics logger (only rank 0 writes)."""
+    """The run directory (a new one named by rank 0 unless given) marked as a run's, with the
+    resolved config saved in it (atomically; a resumed run writes it only once its checkpoint has
+    loaded: ``write_config=False``), and the metrics logger (only rank 0 writes)."""
     run_dir = ctx.broadcast_object(run_dir or (new_run_dir(cfg) if ctx.is_main else None))
-    if ctx.is_main and write_config:
-        save_config(cfg, run_dir)
+    if ctx.is_main:
+        write_run_marker(run_dir)
+        if write_config:
+            save_config(cfg, run_dir)
     lg = cfg.logging
     logger = MetricsLogger(
         run_dir, lg.tensorboard, lg.wandb, lg.wandb_project, cfg.model_dump(), enabled=ctx.is_main
@@ -133,38 +138,49 @@ def open_run(
 
 
 def save_config(cfg: DapoConfig, run_dir: Path) -> None:
-    """``run_dir/config.yaml``, written atomically (a kill never leaves it half-written)."""
-    atomic_write_text(run_dir / "config.yaml", config_to_yaml(cfg))
+    """``run_dir/config.yaml``, written atomically (a kill never leaves it half-written), with every
+    path it names absolute so that ``--resume`` finds the same files from any directory."""
+    atomic_write_text(run_dir / "config.yaml", config_to_yaml(anchored_paths(cfg)))
 
 
 def new_run_dir(cfg: DapoConfig) -> Path:
-    """``logging.run_dir / (run_name or a timestamp)``, created; never a directory that holds
-    another run (a named one is refused, a timestamp gets a ``-2``, ``-3``... suffix)."""
+    """``logging.run_dir / (run_name or a timestamp)``, created and locked; never a directory that
+    holds another run (a named one is refused, a timestamp gets a ``-2``, ``-3``... suffix)."""
     root = Path(cfg.logging.run_dir)
     if cfg.logging.run_name:
         return claim_run_dir(root / cfg.logging.run_name)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     path, n = root / stamp, 1
-    while run_dir_in_use(path):
+    while run_dir_in_use(path) or foreign_files(path):
         n += 1
         path = root / f"{stamp}-{n}"
     return claim_run_dir(path)
 
 
-def check_run_dir(cfg: DapoConfig, run_dir: Path | None, resume: bool, ctx: DistContext) -> None:
-    """Before the model and data load: a new run's directory must not hold another run, and the
-    place it will be created in must be a writable directory (nothing is created here). Rank 0
-    checks; every rank raises the same :class:`~dapo_rl.errors.RunDirError`."""
-    problem = None
+def check_run_dir(cfg: DapoConfig, run_dir: Path | None, resume: bool, ctx: DistContext) -> Path:
+    """Before the model and data load: the run directory, created and locked by rank 0 for the
+    life of the process (:func:`~dapo_rl.storage.lock_run_dir`). A new run's directory must not
+    hold another run (nor files a run would write over), and must be writable; a resumed one must
+    not be in use by another process. Every rank gets the directory, or raises the same
+    :class:`~dapo_rl.errors.RunDirError`."""
+    problem, path = None, None
     if ctx.is_main:
-        root = Path(cfg.logging.run_dir)
-        named = run_dir or (root / cfg.logging.run_name if cfg.logging.run_name else None)
         try:
-            if named is not None and not resume:
-                refuse_if_in_use(named)
-            check_creatable(named or root)
+            if resume and run_dir is not None:
+                lock_run_dir(run_dir)
+                path = Path(run_dir)
+            else:
+                path = claim_run_dir(run_dir) if run_dir is not None else new_run_dir(cfg)
+            note_run_dir(path)
         except RunDirError as exc:
             problem = str(exc)
-    problem = ctx.broadcast_object(problem)
+    problem, path = ctx.broadcast_object((problem, path))
     if problem:
         raise RunDirError(problem)
+    return Path(path)
+
+
+def release_run_dir(run_dir: Path, ctx: DistContext) -> None:
+    """Give back the lock :func:`check_run_dir` took (rank 0 holds it; the others have nothing)."""
+    if ctx.is_main:
+        unlock_run_dir(run_dir)

@@ -7,8 +7,9 @@
   every file of a directory (a checkpoint); a checkpoint whose files do not match is not resumed.
 - :func:`check_safetensors`: the header and data extent of every ``*.safetensors`` file of a model
   directory, so a corrupt or truncated file is an error naming the file, not a library traceback.
-- :func:`claim_run_dir`: a run directory is never shared by two runs, and an unwritable one is
-  found before the model and data load.
+- :func:`claim_run_dir` / :func:`lock_run_dir`: a run directory is never shared by two runs (an
+  exclusive lock for the life of the writing process), ``--overwrite`` removes only what a run
+  writes (:data:`RUN_FILES`), and an unwritable directory is found before the model and data load.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import os
 import shutil
 import struct
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -26,8 +28,18 @@ from typing import Any
 from dapo_rl.errors import ModelFileError, RunDirError, StorageError
 
 MANIFEST_FILE = "MANIFEST.json"
-RUN_FILES = ("metrics.jsonl", "config.yaml", "summary.json", "checkpoints")
-"""A directory holding any of these belongs to a run."""
+RUN_MARKER = ".dapo_run"
+"""Written into a run directory when the run opens it: what marks a directory as a run's."""
+LOCK_FILE = ".dapo_run.lock"
+"""The file a writing process holds an exclusive ``flock`` on (it names the holder's pid and host)."""
+RUN_SIGNS = (RUN_MARKER, "metrics.jsonl", "checkpoints")
+"""A directory holding any of these is a run directory (a bare ``config.yaml`` does not make one)."""
+RUN_FILES = (
+    RUN_MARKER, "metrics.jsonl", "config.yaml", "summary.json", "generations.jsonl", "checkpoints",
+    "eval", "plots", "tensorboard", "wandb", "wandb_id.txt", "health.jsonl",
+)  # fmt: skip
+"""Everything a run writes into its directory, by name (plus ``.NAME.tmp`` while one is rewritten):
+all that ``--overwrite`` removes. The lock file stays (the new run holds it)."""
 
 
 # ---- atomic writes -------------------------------------------------------------------------------
@@ -124,8 +136,10 @@ def verify_manifest(root: Path) -> str | None:
     try:
         manifest = json.loads((root / MANIFEST_FILE).read_text(encoding="utf-8"))
         files = manifest["files"]
+        if not isinstance(files, dict):
+            raise TypeError("'files' is not a mapping")
     except FileNotFoundError:
-        return f"no {MANIFEST_FILE}"
+        return f"no {MANIFEST_FILE} (its files cannot be checked)"
     except (OSError, ValueError, KeyError, TypeError) as exc:
         return f"unreadable {MANIFEST_FILE} ({exc})"
     for name, want in sorted(files.items()):
@@ -183,20 +197,69 @@ def check_safetensors(model_dir: Path) -> None:
 
 
 # ---- run directories -----------------------------------------------------------------------------
+def _is_run_config(path: Path) -> bool:
+    """``config.yaml`` as a run writes it: every section of the resolved config and no ``base:``
+    (a user's own config file names a few sections or a base preset)."""
+    import yaml  # deferred: storage is imported by light modules that never read YAML
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, yaml.YAMLError):
+        return False
+    sections = {"model", "data", "reward", "rollout", "algorithm", "train", "checkpoint", "logging"}
+    return isinstance(data, dict) and sections <= data.keys() and "base" not in data
+
+
+def is_run_dir(path: Path) -> bool:
+    """``path`` holds a run: its marker, its metrics or its checkpoints."""
+    return any((Path(path) / name).exists() for name in RUN_SIGNS)
+
+
 def run_dir_in_use(path: Path) -> list[str]:
-    """The run files already in ``path`` (empty when the directory is new or holds none)."""
+    """The signs of a run in ``path`` (empty when it is new or holds no run)."""
+    return [name for name in RUN_SIGNS if (Path(path) / name).exists()]
+
+
+def foreign_files(path: Path) -> list[str]:
+    """Entries of a directory that holds no run whose names a run would write over."""
     return [name for name in RUN_FILES if (Path(path) / name).exists()]
 
 
 def refuse_if_in_use(path: Path) -> None:
-    """Raise :class:`RunDirError` when ``path`` holds another run's files."""
+    """Raise :class:`RunDirError` when ``path`` holds another run, or files that are not a run's
+    under names a run writes (those are never offered for deletion)."""
+    path = Path(path)
     used = run_dir_in_use(path)
     if used:
         raise RunDirError(
             f"run directory {path} already holds another run ({', '.join(used)}): continue it with "
             f"dapo train --resume {path}, choose another logging.run_name, or pass --overwrite to "
-            "delete it"
+            "delete that run's files (only what a run writes; nothing else in the directory)"
         )
+    clash = foreign_files(path)
+    if clash:
+        raise RunDirError(
+            f"{path} is not a run directory but holds {', '.join(clash)}, which a run would write "
+            "over: choose another logging.run_name or logging.run_dir (dapo leaves these files alone)"
+        )
+
+
+def _remove_run_files(path: Path) -> list[str]:
+    """Remove what a run writes in ``path`` (:data:`RUN_FILES` and their temporaries), by name;
+    a ``config.yaml`` that is not a run's is kept. Returns the names removed."""
+    removed = []
+    for name in RUN_FILES:
+        for entry in (path / name, path / f".{name}.tmp"):
+            if not (entry.exists() or entry.is_symlink()):
+                continue
+            if entry.name == "config.yaml" and not _is_run_config(entry):
+                continue
+            if entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+            removed.append(entry.name)
+    return removed
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -248,15 +311,84 @@ def check_writable(path: Path) -> None:
 
 
 def claim_run_dir(path: Path, overwrite: bool = False) -> Path:
-    """Make ``path`` the directory of a NEW run: refuse one holding another run's files (unless
-    ``overwrite``, which deletes everything in it), and check that it can be written. Returns
-    ``path``."""
+    """Make ``path`` the directory of a NEW run, locked by this process (:func:`lock_run_dir`):
+    refuse one holding another run (unless ``overwrite``, which removes only that run's files,
+    :data:`RUN_FILES`) or holding files a run would write over that are not a run's (always).
+    Returns ``path``."""
     path = Path(path)
-    used = run_dir_in_use(path)
-    if not overwrite:
-        refuse_if_in_use(path)
-    if used:  # --overwrite: the earlier run's files all go (metrics, checkpoints, plots, ...)
-        for child in path.iterdir():
-            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     check_writable(path)
+    if not (overwrite and is_run_dir(path)):
+        refuse_if_in_use(path)  # before the lock file: a refused directory gets nothing new
+    lock_run_dir(path)
+    if overwrite and is_run_dir(path):
+        removed = _remove_run_files(path)
+        print(f"--overwrite: removed the earlier run's {', '.join(removed)} from {path}")
+    refuse_if_in_use(path)
     return path
+
+
+def write_run_marker(path: Path) -> None:
+    """Mark ``path`` as a run's directory (once; what :func:`is_run_dir` looks for first)."""
+    marker = Path(path) / RUN_MARKER
+    if not marker.exists():
+        atomic_write_text(marker, json.dumps({"created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
+
+
+# ---- the run directory lock ------------------------------------------------------------------------
+_LOCKS: dict[str, list[int]] = {}  # resolved run directory -> [fd, holds]: re-entrant per process
+
+
+def _holder(fd: int) -> str:
+    try:
+        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
+        return f"pid {info['pid']} on host {info['host']} (since {info['since']})"
+    except (OSError, ValueError, KeyError):
+        return "a process whose pid is not recorded yet"
+
+
+def lock_run_dir(path: Path) -> None:
+    """Hold an exclusive lock on run directory ``path`` (its :data:`LOCK_FILE`, ``flock``) until
+    :func:`unlock_run_dir` or the end of the process; the OS drops it when the process dies, even
+    by SIGKILL, so it is never stale. Re-entrant in one process. A directory locked by another
+    process is a :class:`RunDirError` naming the holder's pid and host."""
+    import fcntl  # POSIX only, like the rest of the run-directory handling
+    import socket
+
+    key = str(Path(path).resolve())
+    if key in _LOCKS:
+        _LOCKS[key][1] += 1
+        return
+    try:
+        fd = os.open(Path(path) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise RunDirError(f"cannot create the lock file in the run directory {path}: {exc.strerror}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _holder(fd)
+        os.close(fd)
+        raise RunDirError(
+            f"run directory {path} is in use by another dapo process: {holder}. Two writers would mix "
+            "their records: wait for it to end (or stop it), then run this again"
+        ) from None
+    except OSError as exc:  # a file system without flock (some network mounts): say so, go on
+        print(
+            f"warning: cannot lock the run directory {path} ({exc.strerror}); nothing stops a second writer"
+        )
+    info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+    _LOCKS[key] = [fd, 1]
+
+
+def unlock_run_dir(path: Path) -> None:
+    """Give back one hold of this process's lock on ``path`` (the last one releases it)."""
+    key = str(Path(path).resolve())
+    entry = _LOCKS.get(key)
+    if entry is None:
+        return
+    entry[1] -= 1
+    if entry[1] <= 0:
+        del _LOCKS[key]
+        os.close(entry[0])  # closing the only descriptor releases the flock

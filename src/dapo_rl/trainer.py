@@ -77,6 +77,7 @@ from dapo_rl.runtime import (
     eos_token_ids,
     model_dir,
     open_run,
+    release_run_dir,
     save_config,
 )
 from dapo_rl.sampling import Collected, Group, GroupCollector
@@ -126,7 +127,7 @@ class Trainer:
         self.owns_dist = dist is None
         self.dist = dist or init_distributed(cfg.train.device, cfg.distributed.timeout_s)
         self.device = self.dist.device
-        check_run_dir(cfg, run_dir, resume, self.dist)  # before the model and data load
+        run_dir = check_run_dir(cfg, run_dir, resume, self.dist)  # locked, before the model loads
         resume_from = ckpt.resume_checkpoint(run_dir, self.dist) if resume else None  # newest valid
         with self.dist.main_first():  # rank 0 builds the cached warm-started model first
             path = model_dir(cfg) if resume_from is None else resume_from / "model"
@@ -187,9 +188,10 @@ class Trainer:
                 clock.add(metrics)
                 self._after_step(metrics, bar)
             stopped = self._stop_agreed()
+            if self.cfg.checkpoint.save_final or stopped:  # before the final evaluation (signals)
+                self.save()
+        stopped = self._stop_agreed()  # a signal during that save stops here too
         final_eval = self.evaluate() if not stopped else None
-        if self.cfg.checkpoint.save_final or stopped:
-            self.save()
         summary = clock.summary(self, first_eval, final_eval, self.logger.history())
         self._finish(summary)
         return summary
@@ -389,6 +391,7 @@ class Trainer:
             if self.cfg.logging.progress:
                 print_summary(summary)
         self.dist.barrier()
+        release_run_dir(self.run_dir, self.dist)
         close = getattr(self.engine, "close", None)  # an engine holding resources (vllm) frees them
         if close is not None:
             close()
