@@ -86,7 +86,6 @@ ASYNC_ROLLOUT_WAIT = "async/rollout_wait_s"
 ASYNC_IDLE_RATIO_TRAINER = "async/idle_ratio_trainer"
 ASYNC_IDLE_RATIO_ROLLOUT = "async/idle_ratio_rollout"
 ASYNC_QUEUE_DEPTH = "async/queue_depth"
-ASYNC_WEIGHT_PUSH = "async/weight_push_s"
 ASYNC_DROPPED_STALE_GROUPS = "async/dropped_stale_groups"
 ASYNC_VERSION = "async/version"
 
@@ -149,6 +148,7 @@ EVAL_PASS_AT_K = eval_key(PASS_AT_K)
 EVAL_MAJ_AT_K = eval_key(MAJ_AT_K)
 EVAL_INVALID_RATE = eval_key("invalid_rate")
 EVAL_TIMEOUTS = eval_key("timeouts")
+EVAL_ERRORS = eval_key("errors")
 
 # ---- ledger/ : the learning-signal ledger, tokens per reason (health/ledger.py, docs/health.md) ------
 LEDGER_PREFIX = "ledger/"
@@ -190,4 +190,3 @@ REWARD_SCORE_MAX = "reward/score_max"
 def ledger_key(category: str) -> str:
     """``ledger/<category>``: the step's response tokens counted under ``category``."""
     return f"{LEDGER_PREFIX}{category}"
-EVAL_ERRORS = eval_key("errors")

@@ -18,6 +18,11 @@ DAPO's four techniques and where they live:
    and overlong filtering, :func:`dapo_rl.algorithm.overlong.truncation_loss_mask` (applied in
    :meth:`Trainer._samples`).
 
+Where batches come from (:mod:`dapo_rl.async_rollout.source`, one interface): by default the
+trainer's own engine generates each step's batch from the live policy (synchronous); with
+``async.max_staleness`` eta > 0 a rollout worker process makes them ahead, the batch of step s with the
+weights of version max(0, s - 1 - eta), while the trainer trains (docs/async.md).
+
 Launch:
     dapo train                                          # one process, embedded tiny default
     dapo train --config gsm8k model.path=DIR            # a real model
@@ -32,7 +37,6 @@ metric is reduced over ranks before rank 0 logs it. The result is the single-pro
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -45,12 +49,15 @@ from dapo_rl import checkpoint as ckpt
 from dapo_rl import metric_names as M
 from dapo_rl.algorithm.advantages import ADVANTAGE_ESTIMATORS
 from dapo_rl.algorithm.filtering import GroupView
-from dapo_rl.algorithm.overlong import overlong_penalty, truncation_loss_mask
+from dapo_rl.algorithm.overlong import truncation_loss_mask
+from dapo_rl.async_rollout.producer import derive_seed
+from dapo_rl.async_rollout.source import build_source, trainer_engine_config
 from dapo_rl.batch import TrainSample
 from dapo_rl.collapse import CollapseGuard
 from dapo_rl.config import DapoConfig
 from dapo_rl.data.encoder import PromptEncoder
 from dapo_rl.distributed import DistContext, gathered, init_distributed, wrap_policy
+from dapo_rl.errors import RolloutWorkerError
 from dapo_rl.eval_metrics import merge_evaluations, scalar_metrics
 from dapo_rl.evaluation import EvalSpec, evaluate
 from dapo_rl.generations import eval_records, step_records
@@ -69,7 +76,6 @@ from dapo_rl.optim import build_optimizer
 from dapo_rl.plots import plot_run
 from dapo_rl.plugins import resolve_filter, resolve_reward, resolve_template
 from dapo_rl.rewards.runner import RewardRunner
-from dapo_rl.rollout.base import SamplingParams
 from dapo_rl.rollout.factory import build_engine
 from dapo_rl.runtime import (
     build_datasets,
@@ -80,11 +86,9 @@ from dapo_rl.runtime import (
     release_run_dir,
     save_config,
 )
-from dapo_rl.sampling import Collected, Group, GroupCollector
+from dapo_rl.sampling import Collected, GroupCollector
 from dapo_rl.step_metrics import (
-    RewardCounts,
     RunTotals,
-    StageTimes,
     perf_metrics,
     rollout_metrics,
     trained_metrics,
@@ -92,12 +96,6 @@ from dapo_rl.step_metrics import (
 from dapo_rl.storage import atomic_write_text
 from dapo_rl.tracking import check_trackers
 from dapo_rl.update import PolicyUpdate
-
-
-def derive_seed(*parts: int | str) -> int:
-    """A stable 31-bit seed from (run seed, step, round, ...), the same after a resume."""
-    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
 class Trainer:
@@ -143,7 +141,7 @@ class Trainer:
         self.reward = RewardRunner(
             reward_fn, cfg.reward.timeout_s, cfg.reward.num_workers, self.tokenizer.eos_token
         )
-        self.engine = build_engine(self.policy, self.tokenizer, cfg)
+        self.engine = build_engine(self.policy, self.tokenizer, trainer_engine_config(cfg))
         self.ref_policy = self._load_reference(model_dir(cfg)) if cfg.algorithm.kl_coef > 0 else None
         ds = cfg.dynamic_sampling
         user_filter = group_filter or resolve_filter(ds.filter)  # None: the registered criterion
@@ -152,6 +150,7 @@ class Trainer:
             user_filter=user_filter, criterion="std" if user_filter else ds.filter,
             on_shortfall=ds.on_shortfall, carry_over=ds.carry_over, ranks=self.dist,
         )  # fmt: skip
+        self.source = build_source(self, reward_fn, str(model_dir(cfg)))  # sync, or the rollout worker
         self.optimizer, self.scheduler = build_optimizer(self.policy, cfg)
         self.step, self.totals = 0, RunTotals()
         self.collapse = CollapseGuard(cfg.train.max_empty_steps, cfg.optim.lr, self.dist.any)
@@ -178,13 +177,18 @@ class Trainer:
             if self.owns_dist:
                 self.dist.close()
             return done
+        self.source.start(self.step)  # the rollout worker starts while the first evaluation runs
         first_eval = self.evaluate() if self.step == 0 else None
         bar = progress_bar(
             self.cfg.train.total_steps, self.step, self.cfg.logging.progress and self.dist.is_main
         )
         with self.stop, bar:
             while self.step < self.cfg.train.total_steps and not self._stop_agreed():
-                metrics = self.train_step()
+                try:
+                    metrics = self.train_step()
+                except RolloutWorkerError:  # dead or hung: a checkpoint that resumes exactly, then exit 5
+                    self.save()
+                    raise
                 clock.add(metrics)
                 self._after_step(metrics, bar)
             stopped = self._stop_agreed()
@@ -197,74 +201,34 @@ class Trainer:
         return summary
 
     def train_step(self) -> dict[str, float]:
-        """One rollout step: collect informative groups, update the policy on them, and hand the
-        new weights to the rollout engine."""
-        self.step += 1
-        self.stages, self.counts = StageTimes(), RewardCounts()
+        """One rollout step: take the step's batch from the source (generated, scored, dynamically
+        sampled), update the policy on it, and publish the new weights to whatever generates."""
         step_start = time.perf_counter()
-        collected = self.collector.collect(self._generate_round)
+        batch = self.source.next_batch(self.step + 1)
+        self.step += 1
+        self.stages, self.counts, collected = batch.stages, batch.counts, batch.collected
         self.totals.add_step(self.counts)
         samples, metrics = self._samples(collected)
         if self.cfg.logging.generations_per_step:
             n, seed = self.cfg.logging.generations_per_step, self.cfg.train.seed
             self.logger.log_generations(self.step, step_records(self.step, collected, samples, n, seed))
-        metrics |= collected.metrics
+        metrics |= collected.metrics | batch.metrics
         metrics |= rollout_metrics(collected.generated, self.counts, self.totals, self.dist)
-        fresh = not self.dist.any(any(g.age > 0 for g in collected.groups))
+        carried = self.dist.any(any(g.age > 0 for g in collected.groups))
+        fresh = not carried and not self.cfg.async_.max_staleness  # stale (async): recompute pi_prox
         self.trained_groups = collected.total
         if collected.total:
             metrics |= self.update(samples, collected.total, fresh, self.stages)
-            with self.stages.time("weight_sync"):
-                self.engine.sync_weights()
         else:
             metrics["optim/skipped_empty_step"] = 1.0
+        with self.stages.time("weight_sync"):
+            self.source.publish(self.step, changed=bool(collected.total))
         tokens = sum(g.num_tokens for g in collected.generated)
         metrics |= perf_metrics(self.stages, time.perf_counter() - step_start, tokens, self.dist)
+        if M.ASYNC_TRAINER_WAIT in metrics:
+            metrics[M.ASYNC_IDLE_RATIO_TRAINER] = metrics[M.ASYNC_TRAINER_WAIT] / metrics[M.PERF_TIME_STEP]
         metrics |= {"optim/lr": self.scheduler.get_last_lr()[0], "optim/updates": self.update.updates}
         return metrics | step_health(self, collected, samples, metrics)  # ledger, guard, weights
-
-    def _generate_round(self, num_prompts: int, round_index: int) -> list[Group]:
-        """Roll out G responses for this rank's share of ``num_prompts`` fresh prompts and score them.
-        Every rank draws the same rows from its copy of the stream and keeps its own share."""
-        rollout = self.cfg.rollout
-        rows = self.dist.shard(self.dataset.next_batch(num_prompts))
-        params = SamplingParams(
-            max_new_tokens=rollout.max_response_tokens, temperature=rollout.temperature,
-            top_p=rollout.top_p, top_k=rollout.top_k, eos_token_ids=self.eos_ids,
-            stop_strings=rollout.stop_strings,
-            seed=derive_seed(self.cfg.train.seed, self.step, round_index, *self.dist.seed_parts),
-            return_logprobs=rollout.importance_correction != "none",
-        )  # fmt: skip
-        with self.stages.time("rollout"):
-            prompt_ids = [self.encode(row) for row in rows]
-            # decode lengths differ across ranks: no collectives inside (vllm reads no policy weights)
-            with gathered(self.policy, getattr(self.engine, "samples_from_policy", True)):
-                outs = self.engine.generate(prompt_ids, self.cfg.batch.samples_per_prompt, params)
-        with self.stages.time("reward"):
-            return self._score(rows, prompt_ids, outs)
-
-    def _score(self, rows: list, prompt_ids: list[list[int]], outs: list[list]) -> list[Group]:
-        """Task scores from the reward runner, plus overlong shaping: the groups' rewards."""
-        size = self.cfg.batch.samples_per_prompt
-        texts = [resp.text for group in outs for resp in group]
-        golds = [row.answer for row in rows for _ in range(size)]
-        extras = [row.extra for row in rows for _ in range(size)]
-        results, batch_metrics = self.reward.score_batch(texts, golds, extras)
-        self.counts.add_batch(results, batch_metrics)
-        lengths = torch.tensor([resp.length for group in outs for resp in group], dtype=torch.float32)
-        scores = torch.tensor([res.score for res in results], dtype=torch.float32)
-        overlong = self.cfg.overlong
-        shaped = scores
-        if overlong.enable:
-            shaped = scores + overlong_penalty(
-                lengths, self.cfg.rollout.max_response_tokens, overlong.buffer_tokens, overlong.penalty_factor
-            )
-        groups = []
-        for i, (row, ids, responses) in enumerate(zip(rows, prompt_ids, outs)):
-            part = slice(i * size, (i + 1) * size)
-            accs = [res.acc for res in results[part]]
-            groups.append(Group(row, ids, responses, scores[part].tolist(), accs, shaped[part].tolist()))
-        return groups
 
     def _samples(self, collected: Collected) -> tuple[list[TrainSample], dict[str, float]]:
         """Group-relative advantages and the overlong-filtering mask, one TrainSample per response;
@@ -348,7 +312,7 @@ class Trainer:
         """What every rank holds alike (the optimizer is saved by the checkpoint module)."""
         return {
             "scheduler": self.scheduler.state_dict(),
-            "dataset": self.dataset.state_dict(),
+            **self.source.state_dict(),  # the data position (async: also the batches made ahead)
             "updates": self.update.updates,
             "nonfinite_in_row": self.update.nonfinite_in_row,
             "collapse": self.collapse.state_dict(),
@@ -356,7 +320,7 @@ class Trainer:
 
     def local_state_dict(self) -> dict[str, Any]:
         """What is this rank's own: its carry-over buffer and its counters."""
-        return {"collector": self.collector.state_dict(), "counters": self.totals.to_dict()}
+        return {**self.source.local_state_dict(), "counters": self.totals.to_dict()}
 
     def save(self) -> Path:
         path = ckpt.save_checkpoint(
@@ -370,8 +334,7 @@ class Trainer:
     def _restore(self, path: Path) -> None:
         state = ckpt.load_checkpoint(path, self.policy, self.optimizer, self.dist)
         self.scheduler.load_state_dict(state["scheduler"])
-        self.dataset.load_state_dict(state["dataset"])
-        self.collector.load_state_dict(state["collector"])
+        self.source.load_state_dict(state)
         self.totals.load(state["counters"])
         self.step, self.update.updates = state["step"], state["updates"]
         self.update.nonfinite_in_row = state["nonfinite_in_row"]
@@ -391,6 +354,7 @@ class Trainer:
             if self.cfg.logging.progress:
                 print_summary(summary)
         self.dist.barrier()
+        self.source.close()
         release_run_dir(self.run_dir, self.dist)
         close = getattr(self.engine, "close", None)  # an engine holding resources (vllm) frees them
         if close is not None:

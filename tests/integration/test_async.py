@@ -1,0 +1,217 @@
+"""Asynchronous rollouts end to end on a tiny random model: eta = 0 through the rollout worker is the
+synchronous trainer bit for bit; eta = 1, 2 with the worker running concurrently equal the same
+schedule run serially in one process (timing cannot change results); the staleness bound; exact
+resume after SIGKILL; a worker killed or hung from outside ends the run with exit code 5 and a
+checkpoint that resumes exactly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dapo_rl.config import load_config
+from dapo_rl.errors import EXIT_WORKER
+from dapo_rl.trainer import Trainer
+from tests.helpers_run import (
+    SMALL,
+    assert_same_run,
+    kill_after_checkpoint,
+    logged_step,
+    quiet_env,
+    save_random_tiny_model,
+    step_metrics,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
+
+QUIET = ["logging.plots=false", "logging.tensorboard=false", "logging.progress=false", "eval.every_steps=0"]
+ASYNC = ["rollout.importance_correction=tis", "async.worker_threads=1", "train.num_threads=1"]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_random_tiny_model(tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads() -> object:
+    threads = torch.get_num_threads()  # in-process trainers set train.num_threads
+    yield
+    torch.set_num_threads(threads)
+
+
+def _fit(tmp: Path, name: str, overrides: list[str]) -> Trainer:
+    cfg = load_config(None, [f"logging.run_dir={tmp}", f"logging.run_name={name}", *QUIET, *overrides])
+    trainer = Trainer(cfg)
+    trainer.fit()
+    return trainer
+
+
+def _same(a: Trainer, b: Trainer, tmp: Path, names: tuple[str, str], extra_prefix: str = "") -> None:
+    """Bit-for-bit: the final weights and every non-timing metric of every step."""
+    for (ka, va), (kb, vb) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka
+    ma, mb = step_metrics(tmp / names[0]), step_metrics(tmp / names[1])
+    assert sorted(ma) == sorted(mb)
+    for step in ma:
+        timing = (
+            "perf/",
+            "async/trainer_wait_s",
+            "async/rollout_wait_s",
+            "async/idle_ratio",
+            "reward/seconds",
+        )
+        ra = {k: v for k, v in ma[step].items() if not k.startswith(timing)}
+        rb = {k: v for k, v in mb[step].items() if not k.startswith(timing)}
+        extra = set(rb) - set(ra)
+        assert all(k.startswith(extra_prefix) for k in extra) if extra_prefix else not extra, extra
+        for key in ra:
+            assert rb[key] == ra[key], (step, key, ra[key], rb[key])
+
+
+def test_eta0_through_the_worker_is_the_synchronous_trainer(model_dir: Path, tmp_path: Path) -> None:
+    """5 steps of the tiny default's settings (random model: rewards from lengths), 1 thread each."""
+    base = [
+        f"model.path={model_dir}", "train.total_steps=5", "train.num_threads=1", "dynamic_sampling.metric=reward",
+        "checkpoint.every_steps=0", "eval.max_problems=4",
+    ]  # fmt: skip
+    sync = _fit(tmp_path, "sync", base)
+    worker = _fit(tmp_path, "worker", [*base, "async.enable=true", "async.worker_threads=1"])
+    _same(sync, worker, tmp_path, ("sync", "worker"), extra_prefix="async/")
+    rows = step_metrics(tmp_path / "worker")
+    assert all(r["async/staleness_max"] == 0 and r["async/version"] == s - 1 for s, r in rows.items())
+
+
+@pytest.mark.parametrize("eta", [1, 2])
+def test_concurrent_worker_equals_the_serial_schedule(model_dir: Path, tmp_path: Path, eta: int) -> None:
+    common = [*SMALL, f"model.path={model_dir}", "train.total_steps=5", f"async.max_staleness={eta}", *ASYNC]
+    common += ["dynamic_sampling.carry_over=true", "checkpoint.every_steps=0"]
+    overlap = _fit(tmp_path, "overlap", common)
+    serial = _fit(tmp_path, "serial", [*common, "async.overlap=false"])
+    _same(serial, overlap, tmp_path, ("serial", "overlap"))
+    for step, row in step_metrics(tmp_path / "overlap").items():
+        assert row["async/version"] == max(0, step - 1 - eta)
+        trained = row["sampling/groups_trained"]
+        hist = {int(k.rsplit("/", 1)[1]): v for k, v in row.items() if k.startswith("async/staleness_hist/")}
+        assert set(hist) == set(range(eta + 1)) and sum(hist.values()) == trained  # within [0, eta]
+        assert 0 <= row["async/staleness_max"] <= eta
+        if step > eta + 1:  # steady state: every trained group is exactly eta versions old
+            assert hist[eta] == trained and row["async/staleness_mean"] == eta
+    sync = _fit(
+        tmp_path,
+        "sync",
+        [*SMALL, f"model.path={model_dir}", "train.total_steps=5", "checkpoint.every_steps=0"],
+    )
+    assert not all(torch.equal(a, b) for a, b in zip(sync.model.parameters(), overlap.model.parameters()))
+
+
+# ---- the command line: resume, a lost worker ---------------------------------------------------
+
+
+def _cmd(model: Path, run_dir: Path, name: str, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "dapo_rl", "train", f"model.path={model}", f"logging.run_dir={run_dir}",
+        f"logging.run_name={name}", *SMALL, *ASYNC, *QUIET, *extra,
+    ]  # fmt: skip
+
+
+RESUME = (
+    "train.total_steps=6",
+    "checkpoint.every_steps=2",
+    "checkpoint.keep_last=5",
+    "async.max_staleness=2",
+)
+
+
+def _resume(run: Path, tmp: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "dapo_rl", "train", "--resume", str(run)],
+        capture_output=True, text=True, env=quiet_env(tmp), timeout=300,
+    )  # fmt: skip
+
+
+def test_sigkill_then_resume_equals_uninterrupted(model_dir: Path, tmp_path: Path) -> None:
+    """eta = 2, killed right after checkpoint 2 (the worker generating ahead) and while the trainer
+    updates step 4; both resumes give the uninterrupted run's records and weights."""
+    env = quiet_env(tmp_path)
+    ref = subprocess.run(
+        _cmd(model_dir, tmp_path, "ref", *RESUME), capture_output=True, text=True, env=env, timeout=300
+    )
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    kill_after_checkpoint(_cmd(model_dir, tmp_path, "k1", *RESUME), tmp_path / "k1", 2, env)
+    proc = subprocess.Popen(
+        _cmd(model_dir, tmp_path, "k2", *RESUME),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    wait_until(proc, logged_step(tmp_path / "k2" / "metrics.jsonl", '"step": 3'))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "k2" / "summary.json").exists(), "the run finished before it was killed"
+    for name in ("k1", "k2"):
+        out = _resume(tmp_path / name, tmp_path)
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert_same_run(tmp_path / "ref", tmp_path / name, [1, 2, 3, 4, 5, 6])
+
+
+def _worker_pid(parent: int) -> int | None:
+    """The rollout worker: the trainer's child started by multiprocessing's spawn."""
+    for child in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
+        if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+            return int(child)
+    return None
+
+
+@pytest.mark.parametrize("how", ["killed", "hung"])
+def test_a_lost_worker_ends_the_run_with_exit_5_and_a_checkpoint_that_resumes(
+    model_dir: Path, tmp_path: Path, how: str
+) -> None:
+    env = quiet_env(tmp_path)
+    args = (
+        "train.total_steps=6",
+        "checkpoint.every_steps=0",
+        "checkpoint.keep_last=5",
+        "async.max_staleness=2",
+    )
+    args += ("async.heartbeat_s=3",)
+    ref = subprocess.run(
+        _cmd(model_dir, tmp_path, "ref", *args), capture_output=True, text=True, env=env, timeout=300
+    )
+    assert ref.returncode == 0, ref.stderr[-3000:]
+    proc = subprocess.Popen(
+        _cmd(model_dir, tmp_path, how, *args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    wait_until(proc, logged_step(tmp_path / how / "metrics.jsonl", '"step": 1'))
+    pid = _worker_pid(proc.pid)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL if how == "killed" else signal.SIGSTOP)
+    start = time.time()
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_WORKER, stderr[-3000:]
+    assert time.time() - start < 60
+    if how == "killed":
+        assert "the rollout worker" in stderr and "died (signal 9)" in stderr
+    else:
+        assert "sent nothing for" in stderr and "async.heartbeat_s=3" in stderr and "hung" in stderr
+    assert "--resume" in stderr
+    ckpts = sorted((tmp_path / how / "checkpoints").glob("step_*"))
+    assert ckpts and (ckpts[-1] / "COMPLETE").exists()
+    out = _resume(tmp_path / how, tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert_same_run(tmp_path / "ref", tmp_path / how, [1, 2, 3, 4, 5, 6])
+    rows = [json.loads(line) for line in (tmp_path / how / "metrics.jsonl").read_text().splitlines()]
+    assert len([r for r in rows if "reward/mean" in r]) == 6
