@@ -260,6 +260,8 @@ def effect(runs: dict, piece: str, with_arm: str, without: str, seeds: list[int]
     for metric, get in (
         ("entropy", lambda r: r["final_entropy"]),
         ("acc_fit", lambda r: r["after"]["acc_fit"]),
+        ("trunc_curve", lambda r: float(np.nanmean(r["curves"]["truncated"]))),
+        ("acc_curve", lambda r: float(np.nanmean(r["curves"]["acc"]))),
     ):
         per_seed = [get(runs[with_arm, s]) - get(runs[without, s]) for s in seeds]
         ci = t_interval(per_seed)
@@ -284,6 +286,8 @@ def arm_summary(arm: str, runs: list[dict]) -> dict:
         "acc_fit_mean": float(np.mean([r["after"]["acc_fit"] for r in runs])),
         "length_mean": float(np.mean([r["after"]["length"] for r in runs])),
         "entropy_mean": float(np.mean([r["final_entropy"] for r in runs])),
+        "trunc_curve_mean": float(np.mean([np.nanmean(r["curves"]["truncated"]) for r in runs])),
+        "acc_curve_mean": float(np.mean([np.nanmean(r["curves"]["acc"]) for r in runs])),
         "steps_mean": float(np.mean([r["steps"] for r in runs])),
         "tokens_mean": float(np.mean([r["tokens"] for r in runs])),
         "seconds_mean": float(np.mean([r["train_seconds"] for r in runs])),
@@ -315,22 +319,38 @@ def tables(arms: list[dict], effects: list[dict], warm: dict, budget: str) -> st
     if effects:
         lines += [
             "",
-            "| piece (with vs without) | d acc (points) | 95% t (seeds) | eval-only 95% | d truncated (points) "
-            "| 95% t | d acc. of untruncated | 95% t | d length (tokens) | 95% t | d entropy | 95% t |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "Held-out, after training: with minus without the piece, mean over seeds (`*`: the seed-paired",
+            "95% t interval excludes 0; eval-only: bootstrap over problems of the pooled paired differences).",
+            "",
+            "| piece (with vs without) | d acc (points) | 95% t | eval-only 95% | d truncated (points) | 95% t "
+            "| d acc. of untruncated | 95% t | d length (tokens) | 95% t |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
+        keys = ("acc", "truncated", "acc_fit", "length", "entropy", "trunc_curve", "acc_curve")
         for e in effects:
-            star = {
-                m: " *" if e[m]["beyond_noise"] else ""
-                for m in ("acc", "truncated", "acc_fit", "length", "entropy")
-            }
+            star = {m: " *" if e[m]["beyond_noise"] else "" for m in keys}
             lines.append(
                 f"| {LABELS[e['piece']]} ({arm_label(e['with'])} vs {arm_label(e['without'])}) "
                 f"| {100 * e['acc']['diff']:+.1f}{star['acc']} | {_fmt_ci(e['acc']['t95'])} "
                 f"| {_fmt_ci(e['acc']['eval_bootstrap95'])} "
                 f"| {100 * e['truncated']['diff']:+.1f}{star['truncated']} | {_fmt_ci(e['truncated']['t95'])} "
                 f"| {100 * e['acc_fit']['diff']:+.1f}{star['acc_fit']} | {_fmt_ci(e['acc_fit']['t95'])} "
-                f"| {e['length']['diff']:+.1f}{star['length']} | {_fmt_ci(e['length']['t95'], 1.0)} "
+                f"| {e['length']['diff']:+.1f}{star['length']} | {_fmt_ci(e['length']['t95'], 1.0)} |"
+            )
+        lines += [
+            "",
+            "During training (the rollouts of every step): with minus without, mean over seeds.",
+            "",
+            "| piece (with vs without) | d truncated, mean over steps (points) | 95% t "
+            "| d training acc, mean over steps (points) | 95% t | d entropy, last 5 steps | 95% t |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for e in effects:
+            star = {m: " *" if e[m]["beyond_noise"] else "" for m in keys}
+            lines.append(
+                f"| {LABELS[e['piece']]} ({arm_label(e['with'])} vs {arm_label(e['without'])}) "
+                f"| {100 * e['trunc_curve']['diff']:+.1f}{star['trunc_curve']} | {_fmt_ci(e['trunc_curve']['t95'])} "
+                f"| {100 * e['acc_curve']['diff']:+.1f}{star['acc_curve']} | {_fmt_ci(e['acc_curve']['t95'])} "
                 f"| {e['entropy']['diff']:+.3f}{star['entropy']} | {_fmt_ci(e['entropy']['t95'], 1.0, 3)} |"
             )
         lines.append("\n`*`: beyond noise (the seed-paired 95% t interval excludes 0).")
@@ -372,20 +392,21 @@ def plot(
         ax.axvline(100 * warm[key], color="gray", ls="--")
         ax.set_yticks(range(len(names)), names, fontsize=7)
         ax.invert_yaxis()
-        ax.set_title(f"{title} after (%); dots: seeds; dashed: warm start")
+        ax.set_title(f"{title} after (%)\ndots: seeds; dashed: warm start", fontsize=9)
     fig.suptitle(f"ablation, task {task}")
     fig.tight_layout()
     fig.savefig(out / f"ablation_{task}.png", dpi=110)
     plt.close(fig)
     if not effects:
         return
-    fig, axes = plt.subplots(1, 3, figsize=(14, 0.6 * len(effects) + 1.8))
+    fig, axes = plt.subplots(1, 4, figsize=(17, 0.6 * len(effects) + 1.8))
     for ax, (metric, title, scale) in zip(
         axes,
         [
             ("acc", "d held-out acc (points)", 100),
-            ("truncated", "d truncated (points)", 100),
-            ("entropy", "d entropy (nats/token)", 1),
+            ("truncated", "d held-out truncated (points)", 100),
+            ("trunc_curve", "d truncated, mean over training steps (points)", 100),
+            ("entropy", "d entropy, last 5 steps (nats/token)", 1),
         ],
     ):
         for i, e in enumerate(effects):
@@ -401,7 +422,7 @@ def plot(
             fontsize=7,
         )
         ax.invert_yaxis()
-        ax.set_title(f"{title}: with - without, seed-paired 95% t (red: excludes 0)", fontsize=8)
+        ax.set_title(f"{title}\nwith - without; bar: seed-paired 95% t (red: excludes 0)", fontsize=8)
     fig.tight_layout()
     fig.savefig(out / f"ablation_{task}_effects.png", dpi=110)
     plt.close(fig)
