@@ -29,6 +29,8 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dapo_rl.storage import atomic_write_lines, storage_error
+
 if TYPE_CHECKING:
     from dapo_rl.batch import TrainSample
     from dapo_rl.sampling import Collected, Group
@@ -43,12 +45,19 @@ def eval_path(run_dir: Path, step: int) -> Path:
 
 
 def append_jsonl(path: Path, records: Iterable[dict[str, Any]], mode: str = "a") -> None:
-    """Append (``mode="w"``: write) one JSON line per record; values JSON cannot hold are written
-    with ``str``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open(mode) as f:
-        for rec in records:
-            f.write(json.dumps(rec, default=str) + "\n")
+    """Append (``mode="w"``: replace the file atomically, so a partial file never passes for a
+    whole one) one JSON line per record; values JSON cannot hold are written with ``str``. A failed
+    write (disk full) is a :class:`~dapo_rl.errors.StorageError` naming the path (exit code 4)."""
+    lines = [json.dumps(rec, default=str) + "\n" for rec in records]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if mode == "w":
+            atomic_write_lines(path, lines)
+            return
+        with path.open(mode) as f:
+            f.writelines(lines)
+    except OSError as exc:
+        raise storage_error("the records file", path, exc) from exc
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:

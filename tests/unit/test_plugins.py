@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from dapo_rl.config import ConfigError, load_config
+from dapo_rl.errors import UserCodeError
 from dapo_rl.plugins import (
     PluginError,
     is_import_path,
@@ -171,7 +172,7 @@ def test_always_crashing_reward_stops_with_first_traceback() -> None:
         calls.append(response)
         raise ZeroDivisionError(f"bad input {response}")
 
-    with RewardRunner(crash, isolate=False) as runner, pytest.raises(RuntimeError) as e:
+    with RewardRunner(crash, isolate=False) as runner, pytest.raises(UserCodeError) as e:
         runner.score_batch(["first", "second"], ["1", "1"])
     assert "ZeroDivisionError: bad input first" in str(e.value)
 

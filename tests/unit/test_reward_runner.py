@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
+import signal
+import sys
 import time
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 
+from dapo_rl.errors import UserCodeError
 from dapo_rl.registry import RegistryError
 from dapo_rl.rewards import RewardResult, RewardRunner, reward_traits
 
@@ -20,6 +25,12 @@ def behave(response: str, ground_truth: str, **extra: object) -> RewardResult:
         raise ValueError("boom: this reward always crashes")
     if response == "die":
         os._exit(3)
+    if response == "crash":  # killed by a signal, as a segfault or the OOM killer would
+        os.kill(os.getpid(), signal.SIGKILL)
+    if response == "exit":
+        sys.exit(4)
+    if response == "numpy":
+        return np.float32(0.5)  # type: ignore[return-value]
     if response == "not a result":
         return "1.0"  # type: ignore[return-value]  (a number is fine; a string is not)
     ok = response == ground_truth
@@ -65,23 +76,40 @@ def test_isolated_two_hangs_run_in_parallel(isolated: RewardRunner) -> None:
 
 
 def test_isolated_error_counted_with_traceback(isolated: RewardRunner) -> None:
-    results, metrics = isolated.score_batch(["a", "boom", "not a result"], ["a", "a", "a"])
-    assert metrics["reward/errors"] == 2.0 and metrics["reward/timeouts"] == 0.0
+    results, metrics = isolated.score_batch(["a", "boom", "numpy"], ["a", "a", "a"])
+    assert metrics["reward/errors"] == 1.0 and metrics["reward/timeouts"] == 0.0
     assert results[0].acc
     assert results[1].score == 0.0 and "ValueError: boom" in results[1].info["error"]
-    assert "expected RewardResult" in results[2].info["error"]
+    assert results[2].score == 0.5 and results[2].acc  # a numpy scalar is a number
 
 
-def test_isolated_worker_death_is_an_error_and_worker_restarts(isolated: RewardRunner) -> None:
-    results, metrics = isolated.score_batch(["die", "a"], ["a", "a"])
+@pytest.mark.parametrize(
+    ("response", "message"),
+    [
+        ("not a result", "reward function 'behave': returned str '1.0'; expected RewardResult"),
+        ("exit", "reward function 'behave' called sys.exit(4)"),
+        ("die", "reward function 'behave' called os._exit(3)"),
+    ],
+)
+def test_isolated_broken_contract_stops_naming_the_function(
+    isolated: RewardRunner, response: str, message: str
+) -> None:
+    with pytest.raises(UserCodeError, match=re.escape(message)):
+        isolated.score_batch(["a", response], ["a", "a"])
+    results, _ = isolated.score_batch(["a", "b"], ["a", "b"])  # the pool is whole again
+    assert all(r.acc for r in results)
+
+
+def test_isolated_worker_killed_by_a_signal_is_an_error_and_worker_restarts(isolated: RewardRunner) -> None:
+    results, metrics = isolated.score_batch(["crash", "a"], ["a", "a"])
     assert metrics["reward/errors"] == 1.0
-    assert "exited with code 3" in results[0].info["error"]
+    assert "exited with code -9" in results[0].info["error"]
     results, _ = isolated.score_batch(["a", "b", "c"], ["a", "b", "c"])
     assert all(r.acc for r in results)
 
 
 def test_isolated_always_crash_raises_with_first_traceback(isolated: RewardRunner) -> None:
-    with pytest.raises(RuntimeError, match="every one of the 3 items") as info:
+    with pytest.raises(UserCodeError, match="every one of the 3 items") as info:
         isolated.score_batch(["boom"] * 3, ["a"] * 3)
     assert "Traceback" in str(info.value) and "ValueError: boom" in str(info.value)
     results, _ = isolated.score_batch(["a"], ["a"])  # still usable afterwards
@@ -98,11 +126,24 @@ def test_in_process_timeout_guard() -> None:
     assert metrics["reward/timeouts"] == 1.0 and metrics["reward/errors"] == 0.0
 
 
+def test_in_process_broken_contract_stops_naming_the_function() -> None:
+    with RewardRunner(behave) as runner:
+        with pytest.raises(UserCodeError, match=re.escape("reward function 'behave' called sys.exit(4)")):
+            runner.score_batch(["a", "exit"], ["a", "a"])
+        with pytest.raises(UserCodeError, match=re.escape("reward function 'behave' called os._exit(3)")):
+            runner.score_batch(["die"], ["a"])  # in-process: os._exit is refused during the call
+        huge = lambda r, g: 1e39  # noqa: E731
+        with pytest.raises(UserCodeError, match="beyond float32"):
+            RewardRunner(huge).score_batch(["a"], ["a"])
+        results, _ = runner.score_batch(["numpy"], ["a"])
+        assert results[0].score == 0.5
+
+
 def test_in_process_errors_and_always_crash() -> None:
     with RewardRunner(behave) as runner:
         results, metrics = runner.score_batch(["boom", "a"], ["a", "a"])
         assert metrics["reward/errors"] == 1.0 and "boom" in results[0].info["error"]
-        with pytest.raises(RuntimeError, match="Traceback") as info:
+        with pytest.raises(UserCodeError, match="Traceback") as info:
             runner.score_batch(["boom", "boom"], ["a", "a"])
         assert "raised on every one of the 2 items" in str(info.value)  # both errors of the batch counted
 
@@ -128,7 +169,7 @@ def test_max_consecutive_failures() -> None:
     with RewardRunner(behave, max_consecutive_failures=3) as runner:
         runner.score_batch(["boom", "boom", "a"], ["a"] * 3)  # two in a row, then a success resets
         runner.score_batch(["boom", "a"], ["a"] * 2)
-        with pytest.raises(RuntimeError, match="3 items in a row"):
+        with pytest.raises(UserCodeError, match="3 items in a row"):
             runner.score_batch(["a", "boom", "boom", "boom", "a"], ["a"] * 5)
 
 

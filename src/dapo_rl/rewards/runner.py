@@ -1,8 +1,10 @@
 """Score a batch of responses with a reward function, under a per-item timeout that cannot stall
 training, and count every failure.
 
-Two execution modes, chosen by ``isolate`` (default: the function's traits, i.e. True for
-``math_verify`` and False for the cheap regex checkers and undecorated user functions):
+Two execution modes, chosen by ``isolate`` (default: True for ``math_verify`` and for user code
+named by import path in the config or on the command line, which opts in to the calling process
+with ``reward_traits(isolate=False)``; False for the cheap regex checkers and for Python callables
+passed to the runner, unless their traits say otherwise):
 
 - **Isolated** (``isolate=True``): ``num_workers`` persistent worker processes, started with the
   ``spawn`` method (safe next to torch and threads). Each worker imports the function once, runs its
@@ -27,9 +29,13 @@ Failure accounting (habit 8 of docs/architecture.md, "rewards fail loudly"):
   counted in ``reward/timeouts``;
 - an exception (or a return value that is not a :class:`RewardResult` with a finite score) is a
   wrong answer counted in ``reward/errors``, its traceback kept in ``info["error"]``;
-- if every item of a batch raised, :meth:`RewardRunner.score_batch` raises ``RuntimeError`` with
-  the first traceback; after ``max_consecutive_failures`` failed items in a row (timeouts or errors,
-  across batches) it raises as well.
+- if every item of a batch raised, :meth:`RewardRunner.score_batch` raises
+  :class:`~dapo_rl.errors.UserCodeError` (exit code 2) with the first traceback; after
+  ``max_consecutive_failures`` failed items in a row (timeouts or errors, across batches) it
+  raises as well;
+- a broken contract stops the run at once with a ``UserCodeError`` naming the function: a return
+  value of the wrong type, a score beyond float32, ``sys.exit``/``os._exit`` (in a worker: the
+  worker ending with an exit code rather than a signal). numpy/torch scalars are numbers.
 
 EOS: when ``eos_text`` is given, trailing copies of it are stripped from each response before
 scoring. Extras: ``fn(response, ground_truth, **extra)``; keys named ``response`` or
@@ -48,6 +54,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
+from dapo_rl.errors import UserCodeError
 from dapo_rl.rewards.base import RewardResult
 from dapo_rl.rewards.builtin import RewardFn
 from dapo_rl.rewards.calling import (
@@ -57,10 +64,21 @@ from dapo_rl.rewards.calling import (
     call_reward,
     resolve_reward_fn,
 )
+from dapo_rl.rewards.traits import _ATTR as TRAITS_ATTR
 from dapo_rl.rewards.traits import get_traits
 from dapo_rl.rewards.workers import WorkerPool
+from dapo_rl.usercode import UserFunction
 
 __all__ = ["NO_EXTRACTED_ANSWER", "RewardRunner", "as_reward_result"]
+
+
+def _isolate_by_default(fn: str | RewardFn, traits_isolate: bool) -> bool:
+    """User code named by import path (config, command line) runs in worker processes unless its
+    ``reward_traits(isolate=False)`` opts in to the calling process; a registered reward or a
+    Python callable follows its traits."""
+    if isinstance(fn, UserFunction):
+        return traits_isolate if hasattr(fn.fn, TRAITS_ATTR) else True
+    return traits_isolate
 
 
 class _ItemTimeout(BaseException):
@@ -107,7 +125,7 @@ class RewardRunner:
         self._fn_ref: str | RewardFn = fn
         self.name = fn if isinstance(fn, str) else getattr(fn, "__qualname__", repr(fn))
         traits = get_traits(self._fn)
-        self.isolate = traits.isolate if isolate is None else bool(isolate)
+        self.isolate = _isolate_by_default(fn, traits.isolate) if isolate is None else bool(isolate)
         self.wrong_score = traits.wrong_score if wrong_score is None else float(wrong_score)
         self.timeout_s = timeout_s if timeout_s is not None and timeout_s > 0 else None
         self.num_workers = num_workers
@@ -200,7 +218,7 @@ class RewardRunner:
         if limit is not None and self._consecutive_failures >= limit:
             self._consecutive_failures = 0
             detail = outcome.error or f"timed out after {self.timeout_s} s"
-            raise RuntimeError(
+            raise UserCodeError(
                 f"reward function {self.name!r}: {limit} items in a row timed out or raised; "
                 f"the last one: {detail}"
             )
@@ -223,7 +241,7 @@ class RewardRunner:
                 results.append(RewardResult(self.wrong_score, False, None, {"error": out.error}))
         n = len(results)
         if n and errors == n:
-            raise RuntimeError(
+            raise UserCodeError(
                 f"reward function {self.name!r} raised on every one of the {n} items of the batch; "
                 f"first traceback:\n{first_error}"
             )
@@ -264,6 +282,8 @@ class RewardRunner:
     def _plain_call(self, response: str, ground_truth: str, extra: dict[str, Any]) -> Outcome:
         try:
             return Outcome("ok", call_reward(self._fn, response, ground_truth, extra))
+        except UserCodeError:
+            raise  # a broken contract stops the run (exit code 2), it is no item's error
         except Exception:
             return Outcome("error", error=traceback.format_exc())
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
+from dapo_rl.errors import UserCodeError
 from dapo_rl.rewards.builtin import RewardFn
 from dapo_rl.rewards.calling import Outcome, call_reward, resolve_reward_fn
 from dapo_rl.rewards.traits import get_traits
@@ -46,6 +47,8 @@ def worker_main(conn: Connection, fn_ref: str | RewardFn) -> None:
         try:
             reply: tuple[Any, ...] = ("ok", idx, call_reward(fn, response, ground_truth, extra))
             conn.send(reply)
+        except UserCodeError as exc:  # broke the contract (wrong type, exit): the run stops
+            conn.send(("contract", idx, str(exc)))
         except Exception:
             conn.send(("err", idx, traceback.format_exc()))
 
@@ -167,7 +170,11 @@ class WorkerPool:
                 if msg[0] == "ready":
                     slot.ready = True
                 elif msg[0] == "fatal":
-                    raise RuntimeError(f"reward worker for {self.name!r} failed to start:\n{msg[1]}")
+                    raise UserCodeError(
+                        f"reward function {self.name!r} failed to start in its worker:\n{msg[1]}"
+                    )
+                elif msg[0] == "contract":
+                    raise UserCodeError(msg[2])
                 else:
                     kind, idx, payload = msg
                     if idx != slot.item:
@@ -187,12 +194,17 @@ class WorkerPool:
         if not slot.process.is_alive() or slot.conn.closed:
             code = slot.process.exitcode
             if not slot.ready:
-                raise RuntimeError(
+                raise UserCodeError(
                     f"reward worker for {self.name!r} exited during start-up (exit code {code}); its "
                     "traceback is on stderr. With the 'spawn' start method the worker re-imports the "
                     "main script: guard its entry point with `if __name__ == '__main__':`"
                 )
-            if slot.item is not None:
+            if slot.item is not None and code is not None and code >= 0:  # not a signal: it chose to
+                raise UserCodeError(
+                    f"reward function {self.name!r} ended its worker process (exit code {code}) while "
+                    "scoring: user code must return a value, not end the process"
+                )
+            if slot.item is not None:  # killed by a signal (a crash, the OOM killer): that item's error
                 done.append((slot.item, Outcome("error", error=f"reward worker exited with code {code}")))
                 slot.item = None
             self._restart(k)
