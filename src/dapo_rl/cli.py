@@ -121,16 +121,23 @@ def _cmd_config(args: argparse.Namespace) -> int:
 def _cmd_train(args: argparse.Namespace) -> int:
     from dapo_rl.lifecycle import stop_on_signals
 
-    stop_on_signals()  # from here to the exit: SIGINT/SIGTERM -> a message and 130/143
-    from dapo_rl.errors import Interrupted
+    with stop_on_signals():  # from here to the exit: SIGINT/SIGTERM -> a message and 130/143
+        from dapo_rl.errors import Interrupted
 
-    try:
-        return _train(args)
-    except Interrupted as stop:
-        from dapo_rl.launch import stopped_message
+        try:
+            return _train(args)
+        except Interrupted as stop:
+            return _stopped(stop)
 
-        print(f"dapo train: {stopped_message(stop)}", file=sys.stderr)
-        return stop.exit_code
+
+def _stopped(stop: Any) -> int:
+    """A signal stopped ``dapo train`` outside the step loop: say where the run stands, 130/143."""
+    for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the message short
+        signal.signal(sig, signal.SIG_IGN)
+    from dapo_rl.launch import stopped_message
+
+    print(f"dapo train: {stopped_message(stop)}", file=sys.stderr)
+    return stop.exit_code
 
 
 def _train(args: argparse.Namespace) -> int:

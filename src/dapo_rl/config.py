@@ -52,7 +52,7 @@ from dapo_rl.config_schema import (
     SyntheticTaskConfig,
     TrainConfig,
 )
-from dapo_rl.storage import check_safetensors
+from dapo_rl.storage import check_safetensors, check_tokenizer_files
 
 PRESET_DIR = Path(__file__).parent / "configs"
 DEFAULT_PRESET = "tiny"
@@ -141,6 +141,7 @@ def _cross_field_problems(cfg: DapoConfig) -> list[str]:
     if model is not None and model.is_dir():
         try:
             check_safetensors(model)  # headers only: fast at any size
+            check_tokenizer_files(model)
         except ValueError as exc:
             p.append(f"model.path: {exc}")
         limit = _position_limit(model)

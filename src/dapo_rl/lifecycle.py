@@ -7,6 +7,7 @@ import contextlib
 import json
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -190,11 +191,18 @@ def _raise_interrupted(signum: int, _frame: Any) -> None:
     raise Interrupted(signum)
 
 
-def stop_on_signals() -> None:
-    """From here to the end of the process, SIGINT and SIGTERM raise
-    :class:`~dapo_rl.errors.Interrupted` (a ``BaseException``: user code's ``except Exception``
-    does not swallow it), which ``dapo train`` reports in one line with exit code 130/143. Inside
-    the step loop :class:`GracefulStop` takes over and the step ends with a checkpoint instead."""
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Inside, SIGINT and SIGTERM raise :class:`~dapo_rl.errors.Interrupted` (a ``BaseException``:
+    user code's ``except Exception`` does not swallow it), which ``dapo train`` reports in one line
+    with exit code 130/143. Inside the step loop :class:`GracefulStop` takes over and the step ends
+    with a checkpoint instead. The previous handlers come back at the end."""
+    old = {}
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(ValueError):  # not the main thread
-            signal.signal(sig, _raise_interrupted)
+            old[sig] = signal.signal(sig, _raise_interrupted)
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)

@@ -33,10 +33,11 @@ from dapo_rl.tracking import MetricsLogger
 
 
 def model_dir(cfg: DapoConfig) -> Path:
-    """The configured model directory, or the cached warm-started tiny model (built on first use)."""
+    """The configured model directory, or the cached warm-started tiny model (built on first use,
+    with ``train.num_threads`` threads like every other stage of the run)."""
     if cfg.model.path is not None:
         return Path(cfg.model.path).expanduser()
-    return ensure_warm_model(**warm_start_recipe(cfg.data.synthetic))
+    return ensure_warm_model(threads=cfg.train.num_threads, **warm_start_recipe(cfg.data.synthetic))
 
 
 def load_rows(cfg: DapoConfig, split: str) -> list[PromptRow]:

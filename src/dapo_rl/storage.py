@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from dapo_rl.errors import ModelFileError, RunDirError, StorageError
+from dapo_rl.runlock import LOCK_FILE, lock_run_dir, unlock_run_dir
+
+__all__ = ["LOCK_FILE", "lock_run_dir", "unlock_run_dir"]  # the lock lives in dapo_rl.runlock
 
 MANIFEST_FILE = "MANIFEST.json"
 RUN_MARKER = ".dapo_run"
 """Written into a run directory when the run opens it: what marks a directory as a run's."""
-LOCK_FILE = ".dapo_run.lock"
-"""The file a writing process holds an exclusive ``flock`` on (it names the holder's pid and host)."""
 RUN_SIGNS = (RUN_MARKER, "metrics.jsonl", "checkpoints")
 """A directory holding any of these is a run directory (a bare ``config.yaml`` does not make one)."""
 RUN_FILES = (
@@ -196,6 +197,21 @@ def check_safetensors(model_dir: Path) -> None:
             )
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
+"""A model directory holding none of these has no tokenizer."""
+
+
+def check_tokenizer_files(model_dir: Path) -> None:
+    """Raise :class:`ModelFileError` when ``model_dir`` holds no tokenizer file (transformers would
+    instead suggest installing packages)."""
+    if not any((Path(model_dir) / name).is_file() for name in TOKENIZER_FILES):
+        raise ModelFileError(
+            f"{model_dir} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}): copy the tokenizer "
+            "files of the model it comes from into it (tokenizer.save_pretrained(path) writes them), or "
+            "point model.path at a complete model directory"
+        )
+
+
 # ---- run directories -----------------------------------------------------------------------------
 def _is_run_config(path: Path) -> bool:
     """``config.yaml`` as a run writes it: every section of the resolved config and no ``base:``
@@ -332,63 +348,3 @@ def write_run_marker(path: Path) -> None:
     marker = Path(path) / RUN_MARKER
     if not marker.exists():
         atomic_write_text(marker, json.dumps({"created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}) + "\n")
-
-
-# ---- the run directory lock ------------------------------------------------------------------------
-_LOCKS: dict[str, list[int]] = {}  # resolved run directory -> [fd, holds]: re-entrant per process
-
-
-def _holder(fd: int) -> str:
-    try:
-        info = json.loads(os.pread(fd, 4096, 0).decode() or "{}")
-        return f"pid {info['pid']} on host {info['host']} (since {info['since']})"
-    except (OSError, ValueError, KeyError):
-        return "a process whose pid is not recorded yet"
-
-
-def lock_run_dir(path: Path) -> None:
-    """Hold an exclusive lock on run directory ``path`` (its :data:`LOCK_FILE`, ``flock``) until
-    :func:`unlock_run_dir` or the end of the process; the OS drops it when the process dies, even
-    by SIGKILL, so it is never stale. Re-entrant in one process. A directory locked by another
-    process is a :class:`RunDirError` naming the holder's pid and host."""
-    import fcntl  # POSIX only, like the rest of the run-directory handling
-    import socket
-
-    key = str(Path(path).resolve())
-    if key in _LOCKS:
-        _LOCKS[key][1] += 1
-        return
-    try:
-        fd = os.open(Path(path) / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise RunDirError(f"cannot create the lock file in the run directory {path}: {exc.strerror}") from exc
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = _holder(fd)
-        os.close(fd)
-        raise RunDirError(
-            f"run directory {path} is in use by another dapo process: {holder}. Two writers would mix "
-            "their records: wait for it to end (or stop it), then run this again"
-        ) from None
-    except OSError as exc:  # a file system without flock (some network mounts): say so, go on
-        print(
-            f"warning: cannot lock the run directory {path} ({exc.strerror}); nothing stops a second writer"
-        )
-    info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    with contextlib.suppress(OSError):
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(info).encode(), 0)
-    _LOCKS[key] = [fd, 1]
-
-
-def unlock_run_dir(path: Path) -> None:
-    """Give back one hold of this process's lock on ``path`` (the last one releases it)."""
-    key = str(Path(path).resolve())
-    entry = _LOCKS.get(key)
-    if entry is None:
-        return
-    entry[1] -= 1
-    if entry[1] <= 0:
-        del _LOCKS[key]
-        os.close(entry[0])  # closing the only descriptor releases the flock

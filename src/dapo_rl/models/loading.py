@@ -24,7 +24,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from dapo_rl.storage import check_safetensors
+from dapo_rl.collapse import nonfinite_parameters
+from dapo_rl.errors import ModelFileError
+from dapo_rl.storage import check_safetensors, check_tokenizer_files
 
 if TYPE_CHECKING:
     from dapo_rl.config import DapoConfig
@@ -58,11 +60,19 @@ def load_model_and_tokenizer(
     if not (base_path / "config.json").is_file():
         raise FileNotFoundError(f"{base_path} is not a Hugging Face model directory (no config.json)")
     check_safetensors(base_path)  # a corrupt or truncated file is named (ModelFileError), not a raw traceback
+    check_tokenizer_files(path)  # else transformers suggests installing packages
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
     dtype = torch.float32 if trainable else compute_dtype(cfg)
     model = AutoModelForCausalLM.from_pretrained(
         base_path, dtype=dtype, trust_remote_code=cfg.model.trust_remote_code
     ).to(device)
+    bad = nonfinite_parameters(model)
+    if bad:  # evaluated to 0% or trained into a "diverged" exit that would blame the learning rate
+        raise ModelFileError(
+            f"the model in {base_path} holds NaN or infinite weights ({', '.join(bad[:3])}"
+            f"{', ...' if len(bad) > 3 else ''}; {len(bad)} tensor(s)): the files are damaged or were "
+            "saved from a diverged run; point model.path at another copy or an earlier checkpoint"
+        )
     if trainable and cfg.model.gradient_checkpointing:
         enable_gradient_checkpointing(model)
     if adapter_dir is not None or (trainable and cfg.model.lora.rank > 0):

@@ -268,7 +268,7 @@ def run_sft(
     ramble: float = SFTConfig.ramble,
     max_seconds: float | None = None,
     eval_problems: int = 200,
-    threads: int | None = 2,
+    threads: int | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train the warm-start model and save it (with its tokenizer and ``sft_info.json``) to ``output_dir``.
@@ -277,7 +277,8 @@ def run_sft(
     that leaves out a carry with probability ``forget_carry`` (see the module docstring), learning rate
     ``lr`` after a 30-step warm-up, cosine-decayed to a tenth. ``max_seconds`` is an optional wall
     clock cap (off by default: a cut-short model may not have learned the task yet). ``threads``
-    sets torch's CPU threads for the run (restored afterwards; ``None`` keeps them).
+    sets torch's CPU threads for the run (restored afterwards; ``None`` keeps them: a run passes its
+    ``train.num_threads``, :func:`dapo_rl.runtime.model_dir`).
     ``eval_problems=0`` skips the final evaluation. Returns the info written to ``sft_info.json``.
     """
     output_dir = Path(output_dir)
