@@ -84,6 +84,7 @@ CURVES = {
     "length": "rollout/response_len_mean",
     "entropy": "loss/entropy",
     "tokens": "perf/tokens_generated",
+    "seconds": "perf/time_step_s",
 }
 
 
