@@ -5,7 +5,8 @@ Files in a run directory (one JSON object per line, one line per response):
 - ``generations.jsonl``: each training step appends ``logging.generations_per_step`` of its groups,
   always both kept (trained this step) and filtered-out ones when the step had both. Fields:
   ``step``, ``group`` (index among the step's sampled groups), ``kept``, ``age`` (steps the group
-  waited in the carry-over buffer), ``uid``, ``prompt``, ``ground_truth``, ``sample``, ``response``,
+  waited in the carry-over buffer), ``version`` (the policy version whose weights generated it:
+  step - 1 when synchronous, older with ``async.max_staleness``), ``uid``, ``prompt``, ``ground_truth``, ``sample``, ``response``,
   ``score`` (task score), ``acc``, ``reward`` (shaped: score + overlong penalty), ``advantage``
   (``null`` for a group that was not trained), ``length`` (tokens), ``finish_reason``
   (``eos``/``stop``/``length``).
@@ -114,6 +115,7 @@ def step_records(
                     "group": index,
                     "kept": kept,
                     "age": g.age,
+                    "version": g.version,
                     "uid": g.row.uid,
                     "prompt": g.row.prompt,
                     "ground_truth": g.row.answer,
@@ -218,6 +220,8 @@ def format_groups(records: list[dict[str, Any]], width: int = 100, color: bool =
         head = f"step {step}  {uid}  ground truth: {recs[0].get('ground_truth')}"
         if "kept" in recs[0]:
             head += "  " + (st("kept", "32") if recs[0]["kept"] else st("filtered out", "33"))
+        if "version" in recs[0]:  # the weights that generated it (async: staleness = step - 1 - version)
+            head += f"  version {recs[0]['version']}"
         n_right = sum(bool(r.get("acc")) for r in recs)
         out += [st("=" * min(width, 100), "2"), st(head, "1") + f"  ({n_right}/{len(recs)} correct)"]
         out += [st("prompt:", "36"), _wrap(_prompt_text(recs[0].get("prompt")), width, "  ")]

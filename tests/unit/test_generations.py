@@ -56,7 +56,7 @@ def test_step_records_fields_and_advantages() -> None:
     assert by_uid[("c", 0)]["advantage"] is None and by_uid[("c", 0)]["kept"] is False
     first = by_uid[("a", 0)]
     assert first == {
-        "step": 3, "group": first["group"], "kept": True, "age": 0, "uid": "a", "prompt": "What is a?",
+        "step": 3, "group": first["group"], "kept": True, "age": 0, "version": 0, "uid": "a", "prompt": "What is a?",
         "ground_truth": "7", "sample": 0, "response": "a answer 0", "score": 1.0, "acc": True,
         "reward": 0.75, "advantage": 1.0, "length": 3, "finish_reason": "length",
     }  # fmt: skip
@@ -98,6 +98,17 @@ def test_printer_puts_reward_next_to_response() -> None:
     assert lines[i + 1].strip() == "a answer 0"
     assert "\033[" not in plain
     assert "\033[32m" in format_groups(recs, width=60, color=True)
+
+
+def test_a_groups_version_is_recorded_and_printed() -> None:
+    """dapo samples shows which weights version generated each group (async: step - 1 - staleness)."""
+    stale = _group("s", [True, False])
+    stale.version = 4
+    recs = step_records(
+        7, Collected([stale], [stale], {}, [0], 1), [TrainSample([5], [1], 0.5, 0, True)] * 2, n=1
+    )
+    assert {r["version"] for r in recs} == {4}
+    assert "step 7  s  ground truth: 7  kept  version 4" in format_groups(recs, width=100)
 
 
 def test_logger_writes_generations_eval_files_and_tensorboard_text(tmp_path: Path) -> None:

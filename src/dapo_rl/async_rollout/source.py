@@ -47,17 +47,17 @@ class BatchSource(Protocol):
 
 def build_source(t: Any, reward_fn: Any, model_path: str) -> BatchSource:
     """The source for trainer ``t`` (its config, engine, data, reward runner, collector, ranks)."""
-    producer = BatchProducer(
-        t.cfg, t.engine, t.policy, t.encode, t.dataset, t.reward, t.collector, t.eos_ids, t.dist
-    )
-    if not t.cfg.async_.active:
-        return SyncSource(producer, t.engine)
-    if t.dist.world_size > 1 or t.dist.group:
+    if t.cfg.async_.active and (t.dist.world_size > 1 or t.dist.group):
         raise UsageError(
             "asynchronous rollouts (async.max_staleness > 0 or async.enable) run in one process plus its "
             f"rollout worker; this run has {t.dist.world_size} rank(s) under torch.distributed (torchrun or "
             "Ray). Set async.max_staleness=0, or run in one process (docs/async.md)"
         )
+    producer = BatchProducer(
+        t.cfg, t.engine, t.policy, t.encode, t.dataset, t.reward, t.collector, t.eos_ids, t.dist
+    )
+    if not t.cfg.async_.active:
+        return SyncSource(producer, t.engine)
     return AsyncSource(t.cfg, t.model, producer, reward_fn, model_path, str(t.device))
 
 
