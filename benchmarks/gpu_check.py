@@ -8,7 +8,10 @@ minutes, one JSON file.
    (float32 master weights and AdamW states) with the hf rollout engine: 64 prompts x 8 samples x
    up to 1,024 response tokens, one optimizer update per step. A random model almost never emits
    EOS, so responses run to the cap; the reward is a hash of the text (nonzero advantages).
-3. Figures: per-stage seconds, generated tokens/s, peak GPU memory, the update's MFU
+3. The same three steps with ``async.max_staleness=1`` (the rollout worker process holds its own
+   copy of the weights on the same GPU and generates step s+1's batch while step s trains): wall
+   seconds per step against the synchronous run's, the trainer's and the worker's idle ratios.
+4. Figures: per-stage seconds, generated tokens/s, peak GPU memory, the update's MFU
    (6 x N x tokens trained / update seconds, over the bf16 dense peak: the spec sheet's and a
    measured 8192^3 matmul's), and the decode's memory-bandwidth use (bytes a decode step must read,
    bf16 weights + the KV cache, over the measured time per step and the HBM peak; prefill and
@@ -148,7 +151,12 @@ def measured_matmul_flops(device: Any) -> float | None:
     return 10 * 2 * 8192**3 / (time.perf_counter() - t)
 
 
-def dapo_steps(size: dict[str, Any], device_name: str, work: Path) -> dict[str, Any]:
+ASYNC_ETA1 = ["async.max_staleness=1", "rollout.importance_correction=tis"]
+
+
+def dapo_steps(
+    size: dict[str, Any], device_name: str, work: Path, extra: tuple[str, ...] = ()
+) -> dict[str, Any]:
     import torch
 
     from dapo_rl.config import load_config
@@ -167,7 +175,7 @@ def dapo_steps(size: dict[str, Any], device_name: str, work: Path) -> dict[str, 
             f"batch.samples_per_prompt={size['samples']}", f"batch.micro_batch_tokens={size['micro_batch_tokens']}",
             f"rollout.max_response_tokens={size['max_response_tokens']}", f"rollout.max_batch_sequences={rollout_rows}",
             "dynamic_sampling.enable=false", "overlong.enable=false", "optim.lr=1e-6", "optim.warmup_updates=0",
-            "eval.every_steps=0", "data.template=plain",
+            "eval.every_steps=0", "data.template=plain", *extra,
         ],
     )  # fmt: skip
     words = size["prompt_words"]
@@ -192,6 +200,7 @@ def dapo_steps(size: dict[str, Any], device_name: str, work: Path) -> dict[str, 
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     trainer.logger.close()
     trainer.reward.close()
+    trainer.source.close()  # the rollout worker, with async
     return {
         "params": n_params,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
@@ -254,12 +263,37 @@ def figures(run: dict[str, Any], size: dict[str, Any], matmul_flops: float | Non
     }
 
 
+def async_figures(run: dict[str, Any], sync: dict[str, Any]) -> dict[str, Any]:
+    """The eta = 1 row: wall seconds per step (after the first) against the synchronous run's, and
+    where the time went (the trainer waiting for its batch, the worker waiting for weights)."""
+    steps = run["steps"][1:]
+    wall = sum(s["wall_s"] for s in steps) / len(steps)
+    sync_wall = sum(s["wall_s"] for s in sync["steps"][1:]) / max(len(sync["steps"]) - 1, 1)
+    keys = (
+        "async/trainer_wait_s",
+        "async/idle_ratio_trainer",
+        "async/idle_ratio_rollout",
+        "async/staleness_mean",
+    )
+    return {
+        "wall_s_per_step": wall,
+        "sync_wall_s_per_step": sync_wall,
+        "speedup_vs_sync": sync_wall / wall,
+        "steps": [
+            {k: s["metrics"].get(k) for k in (*keys, "perf/time_rollout_s", "perf/time_update_s")}
+            | {"wall_s": round(s["wall_s"], 3)}
+            for s in run["steps"]
+        ],
+    }
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cpu-smoke", action="store_true", help="tiny sizes on the CPU (seconds)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "gpu_check.json")
     ap.add_argument("--skip-tests", action="store_true", help="do not run the gpu-marked tests")
     ap.add_argument("--tests-timeout", type=float, default=180.0)
+    ap.add_argument("--skip-async", action="store_true", help="do not run the async.max_staleness=1 row")
     args = ap.parse_args(argv)
     import torch
     from _common import commit, machine
@@ -282,6 +316,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         run = dapo_steps(SIZES[mode], device, Path(tmp))
     matmul = measured_matmul_flops(torch.device(device))
     record["figures"] = figures(run, SIZES[mode], matmul)
+    if not args.skip_async:  # the eta = 1 row: the rollout worker (its own weights copy) overlaps training
+        with tempfile.TemporaryDirectory() as tmp:
+            run = dapo_steps(SIZES[mode], device, Path(tmp), tuple(ASYNC_ETA1))
+        record["async_eta1"] = async_figures(run, record["figures"])
     record["total_s"] = round(time.perf_counter() - t0, 1)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=2, default=str) + "\n")

@@ -26,3 +26,6 @@ def test_gpu_check_cpu_smoke_writes_its_figures(tmp_path: Path) -> None:
         assert step["tokens_generated"] > 0 and step["tokens_trained"] > step["tokens_generated"]
         assert step["stages_s"]["rollout"] > 0 and step["stages_s"]["update"] > 0
         assert step["update_tflops_per_s"] > 0 and step["decode_bandwidth_gb_s"] > 0
+    eta1 = record["async_eta1"]  # the async.max_staleness=1 row
+    assert len(eta1["steps"]) == 3 and eta1["wall_s_per_step"] > 0 and eta1["speedup_vs_sync"] > 0
+    assert [s["async/staleness_mean"] for s in eta1["steps"]] == [0.0, 1.0, 1.0]

@@ -85,3 +85,20 @@ def test_eval_cli_with_vllm(model_dir: Path, tmp_path: Path) -> None:
     hf, vllm = run("hf"), run("vllm")
     assert vllm["num_problems"] == 8
     assert vllm == hf
+
+
+def test_async_rollouts_with_the_vllm_engine_in_the_worker(model_dir: Path, tmp_path: Path) -> None:
+    """eta = 1: vLLM lives in the rollout worker process (not colocated with the trainer); its
+    behaviour log-probs feed the decoupled loss, and the staleness is 1 from step 3 on."""
+    out = subprocess.run(
+        _train_cmd(model_dir, tmp_path, "async", "train.total_steps=3", "eval.every_steps=0",
+                   "async.max_staleness=1", "async.worker_threads=1", "train.num_threads=1"),
+        capture_output=True, text=True, env=quiet_env(tmp_path), timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    rows = step_metrics(tmp_path / "async")
+    assert sorted(rows) == [1, 2, 3]
+    assert [rows[s]["async/version"] for s in (1, 2, 3)] == [0, 0, 1]
+    assert rows[3]["async/staleness_mean"] == 1.0
+    for step in (1, 2, 3):
+        assert rows[step]["rollout/is_weight_mean"] > 0 and "rollout/logprob_kl_k3" in rows[step]
