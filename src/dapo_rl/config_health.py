@@ -15,8 +15,8 @@ class HealthConfig(BaseModel):
     writes a checkpoint and exits (code 2 for a configuration cause, 3 for a diverging run;
     docs/health.md)."""
     window_steps: int = Field(3, ge=1)
-    """The guard judges the last this many steps together (rates over all their responses; "every
-    reward equal" must hold in each); nothing is judged before that many steps have run."""
+    """The guard judges the last this many steps together: rates over all their responses (from the
+    first step on, over the steps run so far); "every reward equal" must hold in each of them."""
     max_truncated_frac: float = Field(0.9, gt=0.0, le=1.0)
     """Finding when at least this share of the window's responses hit ``rollout.max_response_tokens``."""
     max_no_answer_rate: float = Field(0.5, gt=0.0, le=1.0)

@@ -105,14 +105,12 @@ class RewardGuard:
     def observe(self, s: StepSignal) -> list[Finding]:
         self.window.append(s)
         self.seen_answer = self.seen_answer or s.no_answer < s.responses
-        if len(self.window) < self.cfg.window_steps:
-            return []
         w, cfg, f = list(self.window), self.cfg, self.facts
         n = sum(x.responses for x in w)
         if not n:
             return []
         out: list[Finding] = []
-        constant = all(x.constant for x in w)
+        constant = all(x.constant for x in w)  # so far; a finding of its own only over a full window
         values = sorted({x.score_min for x in w})
         value = f"{values[0]:g}" if len(values) == 1 else "/".join(f"{v:g}" for v in values) + " (by step)"
         truncated = sum(x.truncated for x in w) / n
@@ -126,7 +124,20 @@ class RewardGuard:
             out += self._new("truncated", s.step, sentence)
             if constant:
                 self.reported.add("constant_reward")
-        if constant:
+        timeouts, errors = sum(x.timeouts for x in w), sum(x.errors for x in w)
+        failed = (timeouts + errors) / n
+        if failed > cfg.max_reward_failure_rate:
+            out += self._new(
+                "reward_failures",
+                s.step,
+                f"{timeouts} reward call(s) timed out and {errors} raised in {_steps(w)} ({_pct(failed)} of "
+                f"{n}, health.max_reward_failure_rate={cfg.max_reward_failure_rate:g}); they are scored as "
+                f"wrong answers without being judged: raise reward.timeout_s={f.timeout_s:g} or fix the reward "
+                f"function reward.name={f.reward_name} (reward/timeouts and reward/errors count them)",
+            )
+            if failed == 1.0:  # every reward the failure score, no answer read: this says it all
+                self.reported |= {"constant_reward", "no_answer"}
+        if constant and len(w) == cfg.window_steps:
             out += self._new(
                 "constant_reward",
                 s.step,
@@ -144,17 +155,6 @@ class RewardGuard:
                 f"(health.max_no_answer_rate={cfg.max_no_answer_rate:g}): the model does not write the "
                 f"format reward.name={f.reward_name} expects; check data.template={f.template} and the "
                 "system prompt, or raise rollout.max_response_tokens if the answers are cut off",
-            )
-        timeouts, errors = sum(x.timeouts for x in w), sum(x.errors for x in w)
-        failed = (timeouts + errors) / n
-        if failed > cfg.max_reward_failure_rate:
-            out += self._new(
-                "reward_failures",
-                s.step,
-                f"{timeouts} reward call(s) timed out and {errors} raised in {_steps(w)} ({_pct(failed)} of "
-                f"{n}, health.max_reward_failure_rate={cfg.max_reward_failure_rate:g}); they score 0 "
-                f"without being wrong answers: raise reward.timeout_s={f.timeout_s:g} or fix the reward "
-                f"function reward.name={f.reward_name} (reward/timeouts and reward/errors count them)",
             )
         return out
 

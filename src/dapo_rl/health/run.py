@@ -15,6 +15,8 @@ import sys
 import weakref
 from typing import Any
 
+from tqdm.auto import tqdm
+
 from dapo_rl import metric_names as M
 from dapo_rl.health.guard import Finding, HealthStop, RewardGuard, RunFacts, StepSignal
 from dapo_rl.health.ledger import step_ledger
@@ -110,7 +112,7 @@ class RunHealth:
             with (t.run_dir / FINDINGS_FILE).open("a") as f:
                 for finding in findings:
                     f.write(json.dumps(finding.to_dict()) + "\n")
-                    print(f"dapo health: {finding.sentence}", file=sys.stderr, flush=True)
+                    tqdm.write(f"dapo health: {finding.sentence}", file=sys.stderr)  # above the bar
         if t.cfg.health.on_problem == "stop":
             if metrics is not None:  # the step is logged and saved, so a resume continues after it
                 t.logger.log(t.step, metrics)
