@@ -126,6 +126,24 @@ FIGURES: tuple[_Figure, ...] = (
         stack=tuple(_Line(M.ledger_key(c), c.replace("_", " ")) for c in reversed(M.LEDGER_CATEGORIES)),
     ),
     _Figure(
+        "async.png",  # asynchronous rollouts only (docs/async.md); no data, no figure
+        (
+            _Panel(
+                "Staleness of trained groups",
+                "policy versions",
+                (_Line(M.ASYNC_STALENESS_MEAN, "mean"), _Line(M.ASYNC_STALENESS_MAX, "max", style="--")),
+            ),
+            _Panel(
+                "Idle time",
+                "fraction of the step",
+                (
+                    _Line(M.ASYNC_IDLE_RATIO_TRAINER, "trainer"),
+                    _Line(M.ASYNC_IDLE_RATIO_ROLLOUT, "rollout worker"),
+                ),
+            ),
+        ),
+    ),
+    _Figure(
         "time.png",
         (
             _Panel(
@@ -291,7 +309,8 @@ def plot_run(run_dir: Path) -> list[Path]:
     Figures (each titled with the run directory's name): reward and accuracy (with eval avg@k points
     and their 95% interval band), held-out avg@k / pass@k / maj@k with bands, response length and
     truncation rate, clip fractions, entropy, dynamic-sampling keep rate and rounds, the learning-signal
-    ledger's tokens per reason stacked under the step's total (docs/health.md), and the time of
+    ledger's tokens per reason stacked under the step's total (docs/health.md), with asynchronous
+    rollouts the staleness and the idle ratios of trainer and worker (docs/async.md), and the time of
     every timed stage (``perf/time_<stage>_s``) stacked under the whole step's time. Panels without
     data are skipped. Raises ``FileNotFoundError`` naming the file when ``metrics.jsonl`` is missing.
     """

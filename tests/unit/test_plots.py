@@ -170,7 +170,9 @@ def test_every_key_a_plot_reads_is_logged_by_the_trainer(
     records = read_metrics(run / "metrics.jsonl")
     logged = {k for rec in records for k in rec} - {"step"}
     asked = _keys_read_by_plots(run, monkeypatch)
-    assert sorted(asked - logged) == []  # failed before: loss/clip_frac_low and loss/clip_frac_high
+    # failed before: loss/clip_frac_low and loss/clip_frac_high. async/* only with the rollout worker
+    # (tests/integration/test_async.py checks those against an asynchronous run)
+    assert sorted(k for k in asked - logged if not k.startswith("async/")) == []
     stages = {k for k in logged if M.stage_of(k)}
     assert M.perf_time("old_logprobs") in stages
     assert sorted(stages - asked) == []  # every timed stage is drawn (the old plots left out old_logprobs)

@@ -19,6 +19,7 @@ import contextlib
 import copy
 import multiprocessing
 import os
+import pickle
 import sys
 import time
 from typing import Any, Protocol
@@ -142,6 +143,7 @@ class AsyncSource:
         self.started, self.trained = True, step
         self.spec.start_batch = self.received + 1
         if self.cfg.async_.overlap:
+            _check_picklable(self.spec)
             ctx = multiprocessing.get_context("spawn")
             self.commands, self.results = ctx.Queue(), ctx.Queue()
             self.proc = ctx.Process(
@@ -318,3 +320,18 @@ class AsyncSource:
             f"{what} while generating the batch of step {step}; the run stops with a checkpoint that "
             "resumes exactly: dapo train --resume RUN_DIR"
         )
+
+
+def _check_picklable(spec: WorkerSpec) -> None:
+    """The worker process gets its reward function, filter and template by pickling: a lambda or a
+    function defined inside another cannot travel; say so instead of a pickling traceback."""
+    for what, obj in (("reward function", spec.reward_fn), ("group filter", spec.collector.user_filter),
+                      ("prompt template", getattr(spec.encode, "template", None))):  # fmt: skip
+        try:
+            pickle.dumps(obj)
+        except Exception as exc:
+            raise UsageError(
+                f"the rollout worker process cannot receive the {what} {obj!r} ({exc}): pass a function "
+                "defined at the top level of a module (or a registered name / module:function), or run "
+                "the schedule in this process with async.overlap=false"
+            ) from None
