@@ -286,6 +286,30 @@ class VLLMRolloutEngine:
             self.llm.reset_prefix_cache()
         self._sleep()
 
+    def probe_logprobs(self, token_ids: list[int]) -> list[float]:
+        """Log-probs at temperature 1 of ``token_ids[1:]``, each given the tokens before it, under the
+        engine's weights: one side of the weight-push check (:mod:`dapo_rl.health.verify`)."""
+        request = self._vllm.SamplingParams(
+            max_tokens=1, temperature=1.0, prompt_logprobs=0, detokenize=False
+        )
+        self._wake()
+        with _isolated():
+            (out,) = self.llm.generate(
+                [self._vllm.TokensPrompt(prompt_token_ids=list(token_ids))], request, use_tqdm=False
+            )
+        self._sleep()
+        return [entry[tok].logprob for tok, entry in zip(token_ids[1:], out.prompt_logprobs[1:])]
+
+    def weight_sums(self) -> dict[str, tuple[float, float]]:
+        """(sum, sum of squares) in float64 of each weight the engine holds, under vLLM's names
+        (``qkv_proj``, ``gate_up_proj`` fused). Tensors vLLM keeps empty (on a CPU it repacks the
+        linear layers' weights elsewhere) are left out."""
+        self._wake()
+        with _isolated():
+            sums = self.llm.apply_model(_weight_sums)[0]
+        self._sleep()
+        return sums
+
     def close(self) -> None:
         """Shut the engine down and remove its temporary model directory (tests build several)."""
         engine = getattr(self.llm, "llm_engine", None)
@@ -330,6 +354,15 @@ class VLLMRolloutEngine:
         if self.sleep_mode:  # GPU only: level 1 offloads the weights to host memory, drops the KV cache
             self.llm.sleep(level=1)
             self._asleep = True
+
+
+def _weight_sums(model: torch.nn.Module) -> dict[str, tuple[float, float]]:
+    out = {}
+    for name, param in model.named_parameters():
+        if param.numel():
+            data = param.detach().to(torch.float64)
+            out[name] = (float(data.sum()), float((data * data).sum()))
+    return out
 
 
 def _as_dtype(dtype: torch.dtype | str) -> torch.dtype:
