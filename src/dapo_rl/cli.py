@@ -12,6 +12,7 @@ dapo sft [--forget-carry P] [--steps N]      # (re)build the warm-started tiny m
 dapo config show [--config X] [key=value ...]
 dapo plot runs/NAME                          # redraw the PNG plots of a run
 dapo samples runs/NAME [--step N] [--eval]   # read what the model wrote (generations, eval responses)
+dapo doctor runs/NAME                        # diagnose a run: ledger, guard findings, trends (docs/health.md)
 """
 
 from __future__ import annotations
@@ -100,6 +101,11 @@ def build_parser() -> argparse.ArgumentParser:
     samples.add_argument("--step", type=int, default=None, help="this step (default: the latest)")
     samples.add_argument("--eval", action="store_true", help="the evaluation's responses (eval/step_N.jsonl)")
     samples.add_argument("--limit", type=int, default=8, help="at most this many problems (default 8)")
+
+    doctor = sub.add_parser(
+        "doctor", help="diagnose a run directory (finished, running or killed): exit 0 healthy, 6 not"
+    )
+    doctor.add_argument("run_dir")
     return parser
 
 
@@ -315,6 +321,14 @@ def _cmd_samples(args: argparse.Namespace) -> int:
     return samples_from_cli(args.run, args.step, args.eval, args.limit)
 
 
+def _cmd_doctor(args: argparse.Namespace) -> int:
+    from dapo_rl.health.doctor import diagnose
+
+    report, code = diagnose(Path(args.run_dir))
+    print(report)
+    return code
+
+
 def _cmd_plot(args: argparse.Namespace) -> int:
     from dapo_rl.plots import plot_run
 
@@ -325,7 +339,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 COMMANDS = {
     "train": _cmd_train, "eval": _cmd_eval, "sft": _cmd_sft, "config": _cmd_config, "plot": _cmd_plot,
-    "samples": _cmd_samples,
+    "samples": _cmd_samples, "doctor": _cmd_doctor,
 }  # fmt: skip
 
 

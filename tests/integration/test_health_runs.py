@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from dapo_rl import metric_names as M
-from tests.helpers_run import SMALL, quiet_env, save_random_tiny_model
+from tests.helpers_run import SMALL, logged_step, quiet_env, save_random_tiny_model, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -144,3 +145,68 @@ def test_a_prompt_limit_that_cuts_every_prompt_is_a_config_error(model: Path, tm
     proc = _dapo(*args, env=_env(tmp_path))
     assert proc.returncode == 2
     assert "are longer than data.max_prompt_tokens=2" in proc.stderr
+
+
+def _doctor(run: Path) -> subprocess.CompletedProcess[str]:
+    return _dapo("doctor", str(run), env=_env(run.parent))
+
+
+def test_doctor_on_a_healthy_run(runs) -> None:
+    run, _ = runs["healthy"]
+    out = _doctor(run)
+    assert out.returncode == 0, out.stdout + out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == f"dapo doctor {run}"
+    assert lines[1] == "  state      finished at step 3 of 3 (newest checkpoint step 3)"
+    assert lines[2].startswith("  ledger     live ") and lines[2].endswith("(over 3 steps)")
+    assert "  findings   none from the health guard" in lines
+    for label in ("entropy", "length", "keep rate", "mismatch"):
+        assert any(line.startswith(f"  {label:<11}") for line in lines), label
+    assert lines[-1] == "  verdict    healthy: nothing found that stops this run from learning"
+
+
+def test_doctor_on_the_provoked_runs(runs) -> None:
+    run, _ = runs["truncated"]
+    out = _doctor(run)
+    assert out.returncode == 6, out.stdout + out.stderr
+    assert "  state      not finished: last logged step 1 of 3, newest checkpoint step 1" in out.stdout
+    assert "  findings   step 1: " in out.stdout and "hit rollout.max_response_tokens=2" in out.stdout
+    assert "  verdict    " in out.stdout and "guard: truncated" in out.stdout
+    run, _ = runs["timeouts"]
+    out = _doctor(run)
+    assert out.returncode == 6
+    assert "  findings   step 0: 140 of 400 training prompts" in out.stdout
+    assert "step 1: " in out.stdout and "guard: prompts_cut; guard: reward_failures" in out.stdout
+
+
+def test_doctor_on_a_run_killed_mid_step(model: Path, tmp_path: Path) -> None:
+    run = tmp_path / "killed"
+    args = [
+        "train",
+        f"model.path={model}",
+        f"logging.run_dir={tmp_path}",
+        "logging.run_name=killed",
+        *SMALL,
+        *FAST,
+    ]
+    args += [f"{REWARD}varied_reward", "train.total_steps=40", "checkpoint.every_steps=1"]
+    cmd = [sys.executable, "-m", "dapo_rl", *args]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=_env(tmp_path), cwd=ROOT
+    )
+    wait_until(proc, logged_step(run / "metrics.jsonl", '"step": 2,'))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    with (run / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 3, "reward/me')  # killed while writing a line
+    out = _doctor(run)
+    assert out.returncode == 0, out.stdout + out.stderr
+    state = out.stdout.splitlines()[1]
+    assert (
+        state.startswith("  state      not finished: last logged step ")
+        and " of 40, newest checkpoint step " in state
+    )
+    assert (
+        "(killed, stopped by an error, or still running; dapo train --resume RUN_DIR continues it)" in state
+    )
+    assert out.stdout.splitlines()[-1].startswith("  verdict    healthy")
