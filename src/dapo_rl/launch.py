@@ -4,6 +4,7 @@ one: what ``dapo train`` runs, and what each torchrun process and each Ray worke
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 from collections.abc import Callable
@@ -14,8 +15,8 @@ from dapo_rl import checkpoint as ckpt
 from dapo_rl.algorithm.filtering import GroupView
 from dapo_rl.config import DapoConfig, load_config
 from dapo_rl.errors import CheckpointError, Interrupted, UsageError
-from dapo_rl.lifecycle import current_run_dir, note_run_dir
-from dapo_rl.storage import RUN_SIGNS, claim_run_dir, is_run_dir, lock_run_dir
+from dapo_rl.lifecycle import created_run_dir, current_run_dir, note_run_dir
+from dapo_rl.storage import LOCK_FILE, RUN_SIGNS, claim_run_dir, is_run_dir, lock_run_dir, unlock_run_dir
 from dapo_rl.trainer import Trainer
 
 
@@ -52,9 +53,27 @@ def train_from_cli(
         return Trainer(cfg, run_dir=run_dir, resume=True).fit()
     cfg = load_config(config, overrides)
     name = cfg.logging.run_name
-    if overwrite and name and main:
-        note_run_dir(claim_run_dir(Path(cfg.logging.run_dir) / name, overwrite=True))
-    return Trainer(cfg).fit()
+    try:
+        if overwrite and name and main:
+            target = Path(cfg.logging.run_dir) / name
+            existed = target.exists()
+            note_run_dir(claim_run_dir(target, overwrite=True), fresh=not existed)
+        return Trainer(cfg).fit()
+    except BaseException:
+        drop_unopened_run_dir()
+        raise
+
+
+def drop_unopened_run_dir() -> None:
+    """A new run that failed before it opened its run directory (a config, model or data error)
+    leaves no folder behind: the one this process created, holding only the lock file, goes."""
+    run = current_run_dir()
+    if run is None or not created_run_dir() or is_run_dir(run):
+        return
+    unlock_run_dir(run, every_hold=True)
+    with contextlib.suppress(OSError):
+        (run / LOCK_FILE).unlink(missing_ok=True)
+        run.rmdir()  # only when empty
 
 
 def stopped_message(stop: Interrupted) -> str:
@@ -89,8 +108,12 @@ def train(
     """Train from Python: a DapoConfig (or a preset name / YAML path plus overrides) and your own
     reward function, group filter, rows and template (see docs/extending.md). Returns the summary."""
     cfg = config if isinstance(config, DapoConfig) else load_config(config, overrides)
-    trainer = Trainer(
-        cfg, reward_fn=reward_fn, group_filter=group_filter, train_rows=train_rows, eval_rows=eval_rows,
-        template=template,
-    )  # fmt: skip
-    return trainer.fit()
+    try:
+        trainer = Trainer(
+            cfg, reward_fn=reward_fn, group_filter=group_filter, train_rows=train_rows, eval_rows=eval_rows,
+            template=template,
+        )  # fmt: skip
+        return trainer.fit()
+    except BaseException:
+        drop_unopened_run_dir()
+        raise

@@ -174,12 +174,18 @@ class GracefulStop:
         self._old = {}
 
 
-_RUN: dict[str, Path] = {}
+_RUN: dict[str, Any] = {}
 
 
-def note_run_dir(path: Path) -> None:
-    """Remember this process's run directory (what a stop message points to)."""
-    _RUN["dir"] = Path(path)
+def note_run_dir(path: Path, fresh: bool = False) -> None:
+    """Remember this process's run directory (what a stop message points to); ``fresh``: this
+    process created it (a run that fails before opening it leaves nothing behind)."""
+    _RUN["dir"], _RUN["fresh"] = Path(path), fresh or (_RUN.get("dir") == Path(path) and _RUN.get("fresh"))
+
+
+def created_run_dir() -> bool:
+    """Whether this process created its run directory."""
+    return bool(_RUN.get("fresh"))
 
 
 def current_run_dir() -> Path | None:

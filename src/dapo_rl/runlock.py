@@ -67,13 +67,14 @@ def lock_run_dir(path: Path) -> None:
     _LOCKS[key] = [fd, 1]
 
 
-def unlock_run_dir(path: Path) -> None:
-    """Give back one hold of this process's lock on ``path`` (the last one releases it)."""
+def unlock_run_dir(path: Path, every_hold: bool = False) -> None:
+    """Give back one hold (``every_hold``: all) of this process's lock on ``path``; the last one
+    releases it."""
     key = str(Path(path).resolve())
     entry = _LOCKS.get(key)
     if entry is None:
         return
-    entry[1] -= 1
+    entry[1] = 0 if every_hold else entry[1] - 1
     if entry[1] <= 0:
         del _LOCKS[key]
         os.close(entry[0])  # closing the only descriptor releases the flock

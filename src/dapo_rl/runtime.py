@@ -167,12 +167,16 @@ def check_run_dir(cfg: DapoConfig, run_dir: Path | None, resume: bool, ctx: Dist
     problem, path = None, None
     if ctx.is_main:
         try:
+            named = run_dir or (
+                Path(cfg.logging.run_dir) / cfg.logging.run_name if cfg.logging.run_name else None
+            )
+            fresh = not resume and (named is None or not Path(named).exists())
             if resume and run_dir is not None:
                 lock_run_dir(run_dir)
                 path = Path(run_dir)
             else:
                 path = claim_run_dir(run_dir) if run_dir is not None else new_run_dir(cfg)
-            note_run_dir(path)
+            note_run_dir(path, fresh)
         except RunDirError as exc:
             problem = str(exc)
     problem, path = ctx.broadcast_object((problem, path))

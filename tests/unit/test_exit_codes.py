@@ -65,7 +65,7 @@ def test_an_internal_error_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch) 
 
 ALL_COMMANDS = {
     "train": ["train"], "eval": ["eval"], "sft": ["sft"], "config": ["config", "show"],
-    "plot": ["plot", "runs/x"], "samples": ["samples", "runs/x"],
+    "plot": ["plot", "runs/x"], "samples": ["samples", "runs/x"], "doctor": ["doctor", "runs/x"],
 }  # fmt: skip
 ERRORS = [
     (ConfigError(["a.b: bad"]), 2),
@@ -78,6 +78,10 @@ ERRORS = [
     (DivergedError("not finite"), 3),
     (StorageError("could not write runs/x/plots/reward.png: No space left on device"), 4),
 ]
+
+
+def test_the_table_covers_every_command() -> None:
+    assert sorted(ALL_COMMANDS) == sorted(cli.COMMANDS)
 
 
 @pytest.mark.parametrize("command", sorted(ALL_COMMANDS))
