@@ -105,6 +105,8 @@ def test_concurrent_worker_equals_the_serial_schedule(model_dir: Path, tmp_path:
         assert 0 <= row["async/staleness_max"] <= eta
         if step > eta + 1:  # steady state: every trained group is exactly eta versions old
             assert hist[eta] == trained and row["async/staleness_mean"] == eta
+    # carried-over surplus is eta + 1 versions old in steady state: dropped and counted, not trained
+    assert sum(r["async/dropped_stale_groups"] for r in step_metrics(tmp_path / "overlap").values()) > 0
     logged = {k for row in step_metrics(tmp_path / "overlap").values() for k in row}
     assert {k for k in plotted_keys() if k.startswith("async/")} <= logged  # plots/async.png's lines
 
@@ -210,3 +212,37 @@ def test_a_reward_the_worker_cannot_receive_is_a_clear_error(model_dir: Path, tm
     trainer = Trainer(cfg, reward_fn=lambda *a, **k: synthetic_reward(*a, **k))
     with pytest.raises(UsageError, match=r"cannot receive the reward function .*async\.overlap=false"):
         trainer.fit()
+
+
+def test_an_error_in_the_worker_is_the_same_error_in_the_trainer(model_dir: Path, tmp_path: Path) -> None:
+    """dynamic_sampling.on_shortfall=error raised in the worker process reaches fit() as the same
+    ShortfallError (so the same exit code) as without the worker."""
+    from dapo_rl.sampling import ShortfallError
+
+    never = [
+        *SMALL,
+        *ASYNC,
+        f"model.path={model_dir}",
+        "dynamic_sampling.metric=acc",
+        "dynamic_sampling.max_rounds=1",
+    ]
+    never += ["dynamic_sampling.on_shortfall=error", "train.total_steps=2"]  # a random model is never right
+    for name, extra in (("sync", []), ("worker", ["async.max_staleness=1"])):
+        cfg = load_config(
+            None, [f"logging.run_dir={tmp_path}", f"logging.run_name={name}", *QUIET, *never, *extra]
+        )
+        with pytest.raises(
+            ShortfallError, match="collected 0 informative groups of the 4 needed after 1 rounds"
+        ):
+            Trainer(cfg).fit()
+
+
+def test_freshest_weights_mode_keeps_the_bound(model_dir: Path, tmp_path: Path) -> None:
+    """async.pin_versions=false: each batch from the freshest published version, never staler than
+    eta (which version depends on timing, so only the bound is checked)."""
+    _fit(tmp_path, "fresh", [*SMALL, *ASYNC, f"model.path={model_dir}", "train.total_steps=4", "async.max_staleness=2",
+                             "async.pin_versions=false", "checkpoint.every_steps=0"])  # fmt: skip
+    rows = step_metrics(tmp_path / "fresh")
+    assert sorted(rows) == [1, 2, 3, 4]
+    for step, row in rows.items():
+        assert max(0, step - 3) <= row["async/version"] <= step - 1 and 0 <= row["async/staleness_max"] <= 2
