@@ -187,6 +187,7 @@ def eval_from_cli(args: argparse.Namespace) -> dict[str, Any]:
     from dapo_rl.data.encoder import PromptEncoder
     from dapo_rl.distributed import resolve_device
     from dapo_rl.evaluation import EvalSpec, evaluate
+    from dapo_rl.health.run import check_eval
     from dapo_rl.lifecycle import quiet_third_party
     from dapo_rl.models.loading import load_model_and_tokenizer
     from dapo_rl.plugins import resolve_reward, resolve_template
@@ -228,6 +229,7 @@ def eval_from_cli(args: argparse.Namespace) -> dict[str, Any]:
     with RewardRunner(reward_fn, r.timeout_s, r.num_workers, eos_text=tokenizer.eos_token) as runner:
         result = {"settings": settings, **evaluate(engine, encode, runner, rows, spec)}
     _report_eval(result, args.output)
+    check_eval(cfg, result)  # the health guard: truncation, unparsed answers, reward failures
     return result
 
 

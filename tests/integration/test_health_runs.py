@@ -210,3 +210,19 @@ def test_doctor_on_a_run_killed_mid_step(model: Path, tmp_path: Path) -> None:
         "(killed, stopped by an error, or still running; dapo train --resume RUN_DIR continues it)" in state
     )
     assert out.stdout.splitlines()[-1].startswith("  verdict    healthy")
+
+
+def test_dapo_eval_shares_the_guard(model: Path, tmp_path: Path) -> None:
+    args = ["eval", "--model", str(model), "--reward", "tests.helpers_health:zero_reward", "-k", "2"]
+    args += [
+        "--max-problems",
+        "8",
+        "eval.max_response_tokens=2",
+        "train.num_threads=1",
+        "health.on_problem=stop",
+    ]
+    out = _dapo(*args, env=_env(tmp_path))
+    assert out.returncode == 2, out.stderr[-2000:]
+    said = [line for line in out.stderr.splitlines() if line.startswith("dapo health: ")]
+    assert len(said) == 1 and " in the evaluation hit eval.max_response_tokens=2: raise eval.max_" in said[0]
+    assert json.loads(out.stdout)["num_problems"] == 8  # the result is printed before it stops

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dapo_rl.config_health import HealthConfig
 from dapo_rl.errors import EXIT_DIVERGED, EXIT_USAGE
-from dapo_rl.health.guard import RewardGuard, RunFacts, StepSignal
+from dapo_rl.health.guard import RewardGuard, RunFacts, StepSignal, eval_findings
 
 FACTS = RunFacts(
     max_response_tokens=256, reward_name="math_dapo", template="dapo", timeout_s=10.0, max_prompt_tokens=512
@@ -98,3 +98,15 @@ def test_prompts_cut_and_hacking() -> None:
         "rose from 0.200 to 0.400 while held-out avg@k fell from 0.500 to 0.300 (steps 10-20)"
         in found.sentence
     )
+
+
+def test_the_guard_on_an_evaluation() -> None:
+    facts = RunFacts(64, "synthetic", "plain", 10.0, 512, cap_key="eval.max_response_tokens")
+    result = {"num_problems": 10, "num_samples": 4, "truncation_rate": 0.95, "invalid_rate": 0.2,
+              "reward": {"timeouts": 0, "errors": 0}}  # fmt: skip
+    (found,) = eval_findings(result, HealthConfig(), facts)
+    assert found.sentence.startswith(
+        "95% of the responses in the evaluation hit eval.max_response_tokens=64: raise"
+    )
+    healthy = {**result, "truncation_rate": 0.1, "invalid_rate": None, "reward": {"timeouts": 1, "errors": 0}}
+    assert eval_findings(healthy, HealthConfig(), facts) == []  # 1 of 40 is within the 5% limit

@@ -73,6 +73,8 @@ class RunFacts:
     timeout_s: float
     max_prompt_tokens: int
     reward_parses: bool = True
+    cap_key: str = "rollout.max_response_tokens"
+    """The setting the truncation sentence names (``dapo eval``: ``eval.max_response_tokens``)."""
     """The reward extracts answers (a built-in one); for a user function the no-answer rate is judged
     only once it returned an answer (one returning a bare number never does)."""
 
@@ -81,8 +83,14 @@ def _pct(x: float) -> str:
     return f"{100 * x:.0f}%"
 
 
+EVAL_STEP = -1
+"""The step of a :class:`StepSignal` made of an evaluation (:func:`eval_findings`)."""
+
+
 def _steps(window: list[StepSignal]) -> str:
     a, b = window[0].step, window[-1].step
+    if a == EVAL_STEP:
+        return "the evaluation"
     return f"step {a}" if a == b else f"steps {a}-{b}"
 
 
@@ -118,8 +126,8 @@ class RewardGuard:
             who = "every response" if truncated == 1.0 else f"{_pct(truncated)} of the responses"
             also = f" and every reward is {value}" if constant else ""
             sentence = (
-                f"{who} in {_steps(w)} hit rollout.max_response_tokens={f.max_response_tokens}{also}: "
-                "raise rollout.max_response_tokens (or ask for shorter answers in the prompt)"
+                f"{who} in {_steps(w)} hit {f.cap_key}={f.max_response_tokens}{also}: "
+                f"raise {f.cap_key} (or ask for shorter answers in the prompt)"
             )
             out += self._new("truncated", s.step, sentence)
             if constant:
@@ -190,3 +198,17 @@ class RewardGuard:
             "with dapo samples RUN_DIR",
             EXIT_DIVERGED,
         )
+
+
+def eval_findings(result: dict[str, Any], cfg: HealthConfig, facts: RunFacts) -> list[Finding]:
+    """The guard on one held-out evaluation (``dapo eval``'s result): truncation, answers the reward
+    could not parse, reward timeouts and errors, over all its responses."""
+    n = int(result.get("num_problems", 0)) * int(result.get("num_samples", 0))
+    invalid, failures = result.get("invalid_rate"), result.get("reward") or {}
+    guard = RewardGuard(cfg.model_copy(update={"window_steps": 1}), facts)
+    guard.seen_answer = invalid is not None  # None: the reward extracts no answers
+    signal = StepSignal(
+        EVAL_STEP, n, round((result.get("truncation_rate") or 0.0) * n), round((invalid or 0.0) * n),
+        int(failures.get("timeouts", 0)), int(failures.get("errors", 0)), 0.0, 1.0,
+    )  # fmt: skip
+    return guard.observe(signal)

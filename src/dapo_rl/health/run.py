@@ -18,7 +18,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from dapo_rl import metric_names as M
-from dapo_rl.health.guard import Finding, HealthStop, RewardGuard, RunFacts, StepSignal
+from dapo_rl.health.guard import Finding, HealthStop, RewardGuard, RunFacts, StepSignal, eval_findings
 from dapo_rl.health.ledger import step_ledger
 from dapo_rl.health.verify import verify_engine
 
@@ -118,3 +118,18 @@ class RunHealth:
                 t.logger.log(t.step, metrics)
                 t.save()
             raise HealthStop(findings[0])
+
+
+def check_eval(cfg: Any, result: dict[str, Any]) -> None:
+    """The guard on ``dapo eval``'s result: each finding printed (``dapo health: ...``); with
+    ``health.on_problem=stop`` the first ends the command with its exit code."""
+    cap_key = "eval.max_response_tokens" if cfg.eval.max_response_tokens else "rollout.max_response_tokens"
+    facts = RunFacts(
+        cfg.eval_max_response_tokens, cfg.reward.name, cfg.data.template, cfg.reward.timeout_s,
+        cfg.data.max_prompt_tokens, reward_parses=":" not in cfg.reward.name, cap_key=cap_key,
+    )  # fmt: skip
+    findings = eval_findings(result, cfg.health, facts)
+    for finding in findings:
+        print(f"dapo health: {finding.sentence}", file=sys.stderr)
+    if findings and cfg.health.on_problem == "stop":
+        raise HealthStop(findings[0])
