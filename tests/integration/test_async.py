@@ -7,6 +7,7 @@ checkpoint that resumes exactly."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -246,3 +247,22 @@ def test_freshest_weights_mode_keeps_the_bound(model_dir: Path, tmp_path: Path) 
     assert sorted(rows) == [1, 2, 3, 4]
     for step, row in rows.items():
         assert max(0, step - 3) <= row["async/version"] <= step - 1 and 0 <= row["async/staleness_max"] <= 2
+
+
+def test_switching_modes_on_resume(model_dir: Path, tmp_path: Path) -> None:
+    """A synchronous run's checkpoint continues with the worker (from its data position); a
+    checkpoint holding batches made ahead refuses to continue synchronously, saying why."""
+    from dapo_rl.errors import UsageError
+
+    base = [*SMALL, *ASYNC, f"model.path={model_dir}", "checkpoint.every_steps=1", "checkpoint.keep_last=5"]
+    _fit(tmp_path, "sync", [*base, "train.total_steps=2"])
+    cfg = load_config(None, [*QUIET, *base, "train.total_steps=4", "async.max_staleness=1"])
+    Trainer(cfg, run_dir=tmp_path / "sync", resume=True).fit()
+    rows = step_metrics(tmp_path / "sync")
+    assert sorted(rows) == [1, 2, 3, 4] and "async/version" not in rows[2]
+    assert [rows[s]["async/version"] for s in (3, 4)] == [2, 2]  # version max(2, s - 2): resumed at 2
+    assert all(rows[s]["async/staleness_max"] <= 1 for s in (3, 4))
+    shutil.rmtree(tmp_path / "sync" / "checkpoints" / "step_000004")  # step 3's holds batch 4, made ahead
+    cfg = load_config(None, [*QUIET, *base, "train.total_steps=6"])
+    with pytest.raises(UsageError, match="batches the rollout worker generated ahead"):
+        Trainer(cfg, run_dir=tmp_path / "sync", resume=True)
