@@ -24,6 +24,7 @@ def test_version_schedule_and_bound() -> None:
     # pinned: version v is used by batch v + 1 + eta; the last useful one of 6 steps at eta 2 is 3
     assert [needed(v, 2, 6, True) for v in range(7)] == [True] * 4 + [False] * 3
     assert [needed(v, 2, 6, False) for v in range(7)] == [True] * 6 + [False]
+    assert needed(0, 2, 1, True) and needed(0, 2, 2, True) and not needed(1, 2, 2, True)  # short runs
 
 
 def test_staleness_metrics() -> None:

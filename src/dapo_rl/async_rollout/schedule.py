@@ -19,8 +19,9 @@ def version_for_step(step: int, max_staleness: int) -> int:
 
 
 def needed(version: int, max_staleness: int, total_steps: int, pinned: bool) -> bool:
-    """Whether a batch of the run (steps 1..total_steps) can be generated with ``version``."""
-    last = total_steps - 1 - max_staleness if pinned else total_steps - 1
+    """Whether a batch of the run (steps 1..total_steps) can be generated with ``version``
+    (version 0 makes the first batches whatever the run's length)."""
+    last = max(0, total_steps - 1 - max_staleness) if pinned else total_steps - 1
     return version <= last
 
 
