@@ -298,6 +298,11 @@ class AsyncSource:
             return
         self.last_heard = time.monotonic()
         kind = message[0]
+        if kind == "beat" and message[1] is not None and message[1] > self.trained:
+            raise RuntimeError(  # cannot happen: batch s needs a version <= s - 1, published already
+                f"internal error: the trainer waits for the batch of step {self.received + 1} while the "
+                f"rollout worker waits for weights version {message[1]}, not published yet (step {self.trained})"
+            )
         if kind == "batch":
             self._arrived(message[1], message[2])
         elif kind == "error":

@@ -8,7 +8,8 @@ two queues:
 
 - trainer -> worker ``commands``: ``("weights", version, {name: tensor})`` (shared memory, loaded
   between batches, never mid-batch) and ``("stop",)``;
-- worker -> trainer ``results``: ``("ready",)``, ``("beat",)`` every second (the heartbeat),
+- worker -> trainer ``results``: ``("ready",)``, ``("beat", waiting_for)`` every second (the
+  heartbeat, with the weights version it is blocked on, if any),
   ``("batch", StepBatch, state_after)`` and ``("error", exception, traceback_text)``.
 
 The batch of step ``b`` is generated with the weights of :func:`~dapo_rl.async_rollout.schedule.
@@ -120,7 +121,8 @@ def worker_main(spec: WorkerSpec, commands: Any, results: Any, parent: int, tota
     for signum in (signal.SIGINT, signal.SIGTERM):  # the trainer stops gracefully and then stops us
         signal.signal(signum, signal.SIG_IGN)
     done = threading.Event()
-    threading.Thread(target=_beat, args=(results, parent, done), daemon=True).start()
+    waiting: list[int | None] = [None]  # the version the worker is blocked on (sent with each beat)
+    threading.Thread(target=_beat, args=(results, parent, done, waiting), daemon=True).start()
     worker = None
     try:
         worker = RolloutWorker(spec)
@@ -130,7 +132,9 @@ def worker_main(spec: WorkerSpec, commands: Any, results: Any, parent: int, tota
         while worker.next_batch <= total_steps:
             start = time.perf_counter()
             while worker.version < worker.needed_version():
+                waiting[0] = worker.needed_version()
                 _take(worker, commands.get())
+            waiting[0] = None
             while not pin:  # the freshest version published so far
                 try:
                     _take(worker, commands.get_nowait())
@@ -167,12 +171,13 @@ def _take(worker: RolloutWorker, message: tuple) -> None:
     worker.load_weights(version, weights)
 
 
-def _beat(results: Any, parent: int, done: threading.Event) -> None:
-    """The heartbeat; a worker whose trainer died (re-parented) exits at once."""
+def _beat(results: Any, parent: int, done: threading.Event, waiting: list[int | None]) -> None:
+    """The heartbeat (with the version the worker waits for, if any); a worker whose trainer died
+    (re-parented) exits at once."""
     while not done.wait(BEAT_S):
         if os.getppid() != parent:
             os._exit(0)
-        results.put(("beat",))
+        results.put(("beat", waiting[0]))
 
 
 def _picklable(exc: BaseException) -> BaseException:
