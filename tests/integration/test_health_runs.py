@@ -35,6 +35,8 @@ RUNS = {
                   "health.on_problem=stop", "train.total_steps=3"],
     # every reward call times out (0.1 s), and a third of the prompts are longer than 8 tokens
     "timeouts": [f"{REWARD}slow_reward", "reward.timeout_s=0.1", "data.max_prompt_tokens=8", "train.total_steps=1"],
+    # the built-in reward wants "Answer: N", which a random model never writes: every reward -1
+    "no_answer": ["reward.name=synthetic", "health.window_steps=2", "train.total_steps=2"],
     "healthy": [f"{REWARD}varied_reward", "train.total_steps=3", "batch.epochs_per_step=2"],
 }  # fmt: skip
 
@@ -114,6 +116,25 @@ def test_timeouts_and_cut_prompts_are_named_once_and_the_run_goes_on(runs) -> No
         "raise reward.timeout_s=0.1 or fix the reward function reward.name=tests.helpers_health:slow_reward"
         in said[1]
     )
+
+
+def test_unparsed_answers_and_a_constant_reward_over_the_window(runs) -> None:
+    run, proc = runs["no_answer"]
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    said = [
+        line.removeprefix("dapo health: ")
+        for line in proc.stderr.splitlines()
+        if line.startswith("dapo health: ")
+    ]
+    assert said == [
+        "100% of the responses in step 1 had no answer the reward could parse (health.max_no_answer_rate=0.5): "
+        "the model does not write the format reward.name=synthetic expects; check data.template=plain and the "
+        "system prompt, or raise rollout.max_response_tokens if the answers are cut off",
+        "every reward in steps 1-2 was -1 (64 responses): the reward function (reward.name=synthetic) never "
+        "tells the answers apart, so nothing can be learned; check that it parses the answer format the prompt "
+        "(data.template=plain) asks for, reading the answers with dapo samples RUN_DIR",
+    ]
+    assert [(f["kind"], f["step"]) for f in _findings(run)] == [("no_answer", 1), ("constant_reward", 2)]
 
 
 def test_a_healthy_run_raises_nothing_and_prints_the_ledger(runs) -> None:
