@@ -103,6 +103,7 @@ def diagnose(run_dir: Path) -> tuple[str, int]:
     _length(d, steps, cap, float(health.get("max_truncated_frac", 0.9)))
     _keep_rate(d, steps)
     _mismatch(d, steps)
+    _heldout(d, records, steps, float(health.get("hacking_drop", 0.05)))
     return d.render(run_dir), EXIT_UNHEALTHY if d.problems else 0
 
 
@@ -210,3 +211,24 @@ def _mismatch(d: Diagnosis, steps: list[dict[str, Any]]) -> None:
     elif b > 10 * a and b > 1e-3:
         text += ": rising"
     d.add("mismatch", text, problem)
+
+
+def _heldout(d: Diagnosis, records: list[dict[str, Any]], steps: list[dict[str, Any]], drop: float) -> None:
+    """The first and last held-out avg@k against the training reward: a rising reward with a
+    falling held-out accuracy is the reward-hacking signal."""
+    evals = [
+        (int(r["step"]), r[M.EVAL_AVG_AT_K])
+        for r in records
+        if isinstance(r.get(M.EVAL_AVG_AT_K), (int, float))
+    ]
+    if len(evals) < 2:
+        return
+    (s0, e0), (s1, e1) = evals[0], evals[-1]
+    text, problem = f"avg@k {e0:.3f} (step {s0}) -> {e1:.3f} (step {s1})", None
+    reward = _trend(steps, M.REWARD_MEAN)
+    if reward is not None:
+        text += f"; training reward {reward[0]:.3f} -> {reward[1]:.3f}"
+        if reward[1] > reward[0] and e0 - e1 > drop:
+            text += ": the reward rises while held-out accuracy falls"
+            problem = "training reward up, held-out accuracy down: the policy may be exploiting the reward"
+    d.add("held-out", text, problem)
