@@ -58,6 +58,7 @@ LABELS = {
     "soft": "soft overlong punishment",
     "token": "token-level loss",
     "dynamic": "dynamic sampling",
+    "all": "all five pieces",
 }
 ORDER = list(PIECES)
 GROUPS = {
@@ -136,6 +137,8 @@ def comparisons(arms: list[str]) -> list[tuple[str, str, str]]:
             before = "grpo" if i == 0 else f"+{ORDER[i - 1]}"
             if before in arms:
                 out.append((piece, arm, before))
+    if "dapo" in arms and "grpo" in arms:
+        out.append(("all", "dapo", "grpo"))
     return out
 
 
@@ -359,7 +362,14 @@ def tables(arms: list[dict], effects: list[dict], warm: dict, budget: str) -> st
 
 
 def plot(
-    arms: list[dict], runs: dict, effects: list[dict], seeds: list[int], warm: dict, out: Path, task: str
+    arms: list[dict],
+    runs: dict,
+    effects: list[dict],
+    seeds: list[int],
+    warm: dict,
+    out: Path,
+    task: str,
+    name: str,
 ) -> None:
     import matplotlib
 
@@ -394,9 +404,9 @@ def plot(
         ax.set_yticks(range(len(names)), names, fontsize=7)
         ax.invert_yaxis()
         ax.set_title(f"{title} after (%)\ndots: seeds; dashed: warm start", fontsize=9)
-    fig.suptitle(f"ablation, task {task}")
+    fig.suptitle(f"{name}: task {task}")
     fig.tight_layout()
-    fig.savefig(out / f"ablation_{task}.png", dpi=110)
+    fig.savefig(out / f"{name}.png", dpi=110)
     plt.close(fig)
     if not effects:
         return
@@ -425,7 +435,7 @@ def plot(
         ax.invert_yaxis()
         ax.set_title(f"{title}\nwith - without; bar: seed-paired 95% t (red: excludes 0)", fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / f"ablation_{task}_effects.png", dpi=110)
+    fig.savefig(out / f"{name}_effects.png", dpi=110)
     plt.close(fig)
 
 
@@ -442,6 +452,7 @@ def main() -> None:
     )
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (each gets cores / jobs threads)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON, table and plots")
+    parser.add_argument("--name", default=None, help="file names (default ablation_<task>)")
     parser.add_argument(
         "--cache",
         type=Path,
@@ -514,9 +525,10 @@ def main() -> None:
     table = tables(arm_rows, effects, warm, budget_text)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    plot(arm_rows, runs, effects, args.seeds, warm, out, args.task)
+    name = args.name or f"ablation_{args.task}"
+    plot(arm_rows, runs, effects, args.seeds, warm, out, args.task, name)
     record = {
-        "benchmark": f"ablation_{args.task}",
+        "benchmark": name,
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "commit": commit(),
         "machine": machine(),
@@ -535,8 +547,8 @@ def main() -> None:
             "runs": [runs[a, s] for a in arms for s in args.seeds],
         },
     }
-    (out / f"ablation_{args.task}.json").write_text(json.dumps(record, indent=1) + "\n")
-    (out / f"ablation_{args.task}.md").write_text(table + "\n")
+    (out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+    (out / f"{name}.md").write_text(table + "\n")
     print(table)
 
 

@@ -35,9 +35,10 @@ def test_ablation_smoke_writes_table_json_and_plots(tmp_path: Path) -> None:
     assert all(len(r["curves"]["entropy"]) == 2 for r in runs)
     # every arm of a seed starts from the same warm model, measured once
     assert len({json.dumps(r["before"]["acc"]) for r in runs if r["seed"] == 0}) == 1
-    # the one isolating comparison among these arms: DAPO vs DAPO without soft punishment
-    (effect,) = figures["effects"]
+    # the comparisons among these arms: DAPO vs DAPO without soft punishment, DAPO vs GRPO
+    effect, overall = figures["effects"]
     assert (effect["piece"], effect["with"], effect["without"]) == ("soft", "dapo", "no-soft")
+    assert (overall["piece"], overall["with"], overall["without"]) == ("all", "dapo", "grpo")
     by = {(r["arm"], r["seed"]): r for r in runs}
     per_seed = [by["dapo", s]["after"]["acc"] - by["no-soft", s]["after"]["acc"] for s in (0, 1)]
     assert effect["acc"]["per_seed"] == pytest.approx(per_seed)
