@@ -146,8 +146,8 @@ class RolloutConfig(_Section):
     importance_cap: float = Field(2.0, ge=1.0)
     """C, the cap of the importance weight (``importance_correction``: tis clamps, mask drops)."""
     verify_weights_every: int = Field(10, ge=0)
-    """An engine holding its own weights (vllm) is checked after the first push and every this many
-    steps: a fixed probe scored by it and by the policy, and per-layer weight sums (docs/health.md);
+    """An engine holding its own weights (vllm) is checked at the first step a run (or a resume) makes
+    and every this many steps: a fixed probe scored by it and by the policy, and per-layer weight sums (docs/health.md);
     a mismatch stops the run (exit 3) naming the layers. 0: never."""
 
 

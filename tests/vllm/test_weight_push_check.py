@@ -58,12 +58,14 @@ def test_a_skipped_tensor_fails_the_check_and_a_correct_push_passes() -> None:
         # through the trainer's hook: every rank raises, exit code 3, naming the step
         cfg = load_config(None, ["rollout.verify_weights_every=2"])
         trainer = SimpleNamespace(cfg=cfg, engine=engine, policy=policy, dist=DistContext())
-        verify_engine(trainer, 3)  # not a step to check
+        verify_engine(trainer, 3)  # not a step to check (and not the first of this process)
         engine._named = _skipping("layers.1.post_attention_layernorm")
         with torch.no_grad():
             layers[1].post_attention_layernorm.weight.add_(0.5)
         engine.sync_weights()
         verify_engine(trainer, 3)
+        with pytest.raises(WeightPushError, match="after the push of step 3: "):
+            verify_engine(trainer, 3, first=True)  # a resumed run checks its first push
         with pytest.raises(WeightPushError, match="after the push of step 4: on a fixed probe") as err:
             verify_engine(trainer, 4)
         assert err.value.exit_code == 3

@@ -51,6 +51,7 @@ class RunHealth:
         self.guard = RewardGuard(cfg.health, facts)
         self.rewards: list[tuple[int, float]] = []  # (step, reward/mean) for the hacking check
         self.evals: list[tuple[int, float, float]] = []
+        self.first = True  # the first step this process runs (its weight push is verified)
         dataset = trainer.dataset
         self._act(self.guard.prompts_cut(getattr(dataset, "dropped_long", 0), len(dataset.rows)), None)
 
@@ -78,7 +79,8 @@ class RunHealth:
         if n:
             out |= {M.REWARD_SCORE_MIN: signal.score_min, M.REWARD_SCORE_MAX: signal.score_max}
         findings = self.guard.observe(signal) + self._hacking(step, metrics)
-        verify_engine(t, step)  # raises WeightPushError on a mismatch
+        verify_engine(t, step, first=self.first)  # raises WeightPushError on a mismatch
+        self.first = False
         self._act(findings, metrics | out)
         return out
 

@@ -12,7 +12,8 @@ Two checks, both cheap (:func:`check_push`):
    repacks its linear layers and exposes only embeddings and norms; the probe covers the rest.
 
 With LoRA the trainer's side is the base with the adapters merged (what a push must deliver).
-``rollout.verify_weights_every`` sets how often (after the first step's push, then every N steps);
+``rollout.verify_weights_every`` sets how often (after the first step a process runs, then every N
+steps);
 a mismatch raises :class:`WeightPushError` (exit 3) on every rank.
 """
 
@@ -110,11 +111,13 @@ def check_push(
     )
 
 
-def verify_engine(trainer: Any, step: int) -> None:
-    """The trainer's check after step ``step``'s push (see the module docstring); all ranks call it."""
+def verify_engine(trainer: Any, step: int, first: bool = False) -> None:
+    """The trainer's check after step ``step``'s push (see the module docstring): at the first step
+    this process runs (``first``: a fresh or a resumed run) and every ``verify_weights_every``
+    steps. All ranks call it."""
     every = trainer.cfg.rollout.verify_weights_every
     engine = trainer.engine
-    if not every or not hasattr(engine, "probe_logprobs") or (step != 1 and step % every):
+    if not every or not hasattr(engine, "probe_logprobs") or (not first and step % every):
         return
     if getattr(
         getattr(trainer.cfg, "async_", None), "max_staleness", 0
