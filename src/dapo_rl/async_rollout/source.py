@@ -20,6 +20,7 @@ import copy
 import multiprocessing
 import os
 import pickle
+import queue
 import sys
 import time
 from typing import Any, Protocol
@@ -235,7 +236,10 @@ class AsyncSource:
         if self.proc is not None:
             if self.proc.is_alive():
                 self.commands.put(("stop",))
-                self.proc.join(timeout=30)
+                deadline = time.monotonic() + 30
+                while self.proc.is_alive() and time.monotonic() < deadline:
+                    with contextlib.suppress(queue.Empty):  # a child exits once its queue is read
+                        self.results.get(timeout=POLL_S)
             if self.proc.is_alive():
                 self.proc.terminate()
                 self.proc.join(timeout=10)
@@ -282,8 +286,6 @@ class AsyncSource:
 
     def _receive(self) -> None:
         """One message from the worker process; raises when it died or fell silent."""
-        import queue
-
         heartbeat = self.cfg.async_.heartbeat_s
         try:
             message = self.results.get(timeout=min(POLL_S, heartbeat))
