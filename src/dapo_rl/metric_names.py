@@ -161,6 +161,7 @@ LEDGER_CATEGORIES = (
     "zero_advantage",
     "skipped_guard",
     "skipped_nonfinite",
+    "masked_importance",
     "clipped_low",
     "clipped_high",
     "dual_clipped",
@@ -175,6 +176,7 @@ LEDGER_OVERLONG_MASKED = "ledger/overlong_masked"
 LEDGER_ZERO_ADVANTAGE = "ledger/zero_advantage"
 LEDGER_SKIPPED_GUARD = "ledger/skipped_guard"
 LEDGER_SKIPPED_NONFINITE = "ledger/skipped_nonfinite"
+LEDGER_MASKED_IMPORTANCE = "ledger/masked_importance"
 LEDGER_CLIPPED_LOW = "ledger/clipped_low"
 LEDGER_CLIPPED_HIGH = "ledger/clipped_high"
 LEDGER_DUAL_CLIPPED = "ledger/dual_clipped"

@@ -37,6 +37,7 @@ class MismatchTracker:
     def __init__(self, correction: str, cap: float, device: torch.device) -> None:
         self.correction, self.cap, self.device = correction, cap, device
         self.sums: dict[str, Tensor] = {}
+        self.dropped: Tensor | None = None  # the last micro-batch's tokens dropped by ``mask`` (the ledger)
 
     @classmethod
     def for_step(
@@ -81,6 +82,7 @@ class MismatchTracker:
             _, over = capped_importance_weights(old_logp, rollout_logp, mask, self.cap, "tis")
         elif self.correction == "mask":
             weights, over = capped_importance_weights(old_logp, rollout_logp, mask, self.cap, "mask")
+            self.dropped = over
         else:
             return token_loss
         for key, value in (("is_weight_sum", weights.detach().sum()), ("is_capped", over.sum())):

@@ -176,6 +176,7 @@ class PolicyUpdate:
         algo = self.cfg.algorithm
         logp, entropy = sequence_logprobs(self.policy, mb, self.cfg.rollout.temperature, with_entropy=True)
         old_logp = old_logp if old_logp is not None else logp.detach()
+        states: dict[str, torch.Tensor] = {}  # per-token clip states, for the ledger
         tok_loss, m = clipped_policy_loss(
             logp,
             old_logp,
@@ -184,9 +185,12 @@ class PolicyUpdate:
             algo.clip_ratio_low,
             algo.clip_ratio_high,
             algo.clip_ratio_c,
+            token_states=states,
         )
         if rollout_logp is not None and self.mismatch is not None:
+            self.mismatch.dropped = None
             tok_loss = self.mismatch.apply(tok_loss, old_logp, rollout_logp, mb.response_mask)
+            states["dropped"] = self.mismatch.dropped
         loss = aggregate(tok_loss, w)
         sums.entropy += float((entropy.detach() * mb.response_mask).sum())
         if ref_logp is not None:
@@ -196,7 +200,7 @@ class PolicyUpdate:
         if algo.entropy_coef:
             loss = loss - algo.entropy_coef * aggregate(entropy, w)
         ok, _ = importance_ratio_guard(logp.detach(), old_logp, mb.response_mask, algo.max_importance_ratio)
-        self.tally.micro(m, mb.response_mask, adv, ok)
+        self.tally.micro(mb.response_mask, adv, ok, states)
         if not ok:  # no gradient from this micro-batch; backward still runs (FSDP needs every rank)
             sums.guard_skipped += 1
             loss = loss * 0.0

@@ -41,14 +41,19 @@ LENGTHS = [4, 3, 2, 4, 5]
 HAND_UPDATE = {"zero_advantage": 2, "clipped_low": 1, "clipped_high": 1, "dual_clipped": 1, "live": 8}
 
 
-def _tally(splits: list[list[int]], ok: tuple[bool, ...] | None = None) -> UpdateTally:
+def _tally(
+    splits: list[list[int]], ok: tuple[bool, ...] | None = None, dropped: torch.Tensor | None = None
+) -> UpdateTally:
     """The update's tally with the rows cut into micro-batches ``splits`` (one optimizer update)."""
     tally = UpdateTally()
     old = torch.zeros(5, 4, dtype=torch.float64)
     logp = torch.log(torch.tensor(RATIOS, dtype=torch.float64))
     for j, rows in enumerate(splits):
-        _, m = clipped_policy_loss(logp[rows], old[rows], ADV[rows], MASK[rows], 0.2, 0.28, 3.0)
-        tally.micro(m, MASK[rows], ADV[rows], True if ok is None else ok[j])
+        states: dict = {}
+        clipped_policy_loss(logp[rows], old[rows], ADV[rows], MASK[rows], 0.2, 0.28, 3.0, token_states=states)
+        if dropped is not None:
+            states["dropped"] = dropped[rows]
+        tally.micro(MASK[rows], ADV[rows], True if ok is None else ok[j], states)
     tally.end_update(True)
     return tally
 
@@ -108,15 +113,29 @@ def test_guard_and_nonfinite_skips_and_only_the_last_epoch_counts() -> None:
     )
     tally = UpdateTally()
     tally.counting = False  # an earlier epoch: its states are overwritten by the last one's
-    _, m = clipped_policy_loss(torch.zeros(5, 4), torch.zeros(5, 4), ADV.float(), MASK.float(), 0.2, 0.28)
-    tally.micro(m, MASK, ADV, True)
+    states: dict = {}
+    clipped_policy_loss(
+        torch.zeros(5, 4), torch.zeros(5, 4), ADV.float(), MASK.float(), 0.2, 0.28, token_states=states
+    )
+    tally.micro(MASK, ADV, True, states)
     tally.end_update(True)
     tally.counting = True
-    tally.micro(m, MASK, ADV, True)
+    tally.micro(MASK, ADV, True, states)
     tally.end_update(False)  # a non-finite update: every token with a non-zero advantage skipped
     assert tally.counts == pytest.approx(
         {**dict.fromkeys(UPDATE_CATEGORIES, 0), "zero_advantage": 2, "skipped_nonfinite": 11}
     )
+
+
+def test_tokens_dropped_by_the_importance_mask() -> None:
+    """rollout.importance_correction=mask drops tokens from the loss before clipping matters: row 0's
+    clipped-high token, one live token of row 3, and a zero-advantage token (it stays zero advantage)."""
+    dropped = torch.zeros(5, 4, dtype=torch.bool)
+    dropped[0, 1] = dropped[3, 0] = dropped[2, 0] = True
+    counts = _tally([[0, 1], [2, 3, 4]], dropped=dropped).counts
+    hand = {**HAND_UPDATE, "masked_importance": 2, "clipped_high": 0, "live": 7}
+    assert counts == pytest.approx({**dict.fromkeys(UPDATE_CATEGORIES, 0), **hand})
+    assert sum(counts.values()) == 13  # still the token-mean denominator
 
 
 def test_step_ledger_by_hand_sums_to_the_tokens_generated() -> None:

@@ -61,6 +61,7 @@ def clipped_policy_loss(
     clip_ratio_low: float,
     clip_ratio_high: float,
     clip_ratio_c: float | None = None,
+    token_states: dict[str, Tensor] | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Per-token clipped policy-gradient loss (PPO surrogate with clip-higher and dual-clip).
 
@@ -73,6 +74,9 @@ def clipped_policy_loss(
         clip_ratio_low: lower clip range eps_low, ratio floor ``1 - eps_low`` (DAPO 0.2). In [0, 1).
         clip_ratio_high: upper clip range eps_high, ratio ceiling ``1 + eps_high`` (DAPO 0.28). >= 0.
         clip_ratio_c: dual-clip constant c > 1 (DAPO recipe 10), or None for off.
+        token_states: when given, filled with the bool ``[B, T]`` masks of the valid tokens counted
+            in ``clip_low_count``, ``clip_high_count`` and ``dual_clip_count`` (keys ``clip_low``,
+            ``clip_high``, ``dual_clip``; the learning-signal ledger counts tokens with them).
 
     Returns:
         ``(loss[B, T], metrics)``. ``loss`` has 0 at masked positions. ``metrics`` holds detached
@@ -124,11 +128,14 @@ def clipped_policy_loss(
             return torch.where(valid, x.to(acc_dtype), 0.0).sum()
 
         positive = (adv > 0).expand_as(pg)
+        low, high = (r < 1.0 - clip_ratio_low) & negative, (r > 1.0 + clip_ratio_high) & positive
+        if token_states is not None:
+            token_states.update(clip_low=low & valid, clip_high=high & valid, dual_clip=dual_active & valid)
         metrics = {
             "num_tokens": vsum(torch.ones_like(r)),
             "clip_count": vsum(pg2.detach() > pg1.detach()),
-            "clip_low_count": vsum((r < 1.0 - clip_ratio_low) & negative),
-            "clip_high_count": vsum((r > 1.0 + clip_ratio_high) & positive),
+            "clip_low_count": vsum(low),
+            "clip_high_count": vsum(high),
             "dual_clip_count": vsum(dual_active),
             "approx_kl_sum": vsum(old_logp - logp.detach()),
             "ratio_sum": vsum(r),

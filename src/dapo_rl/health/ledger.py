@@ -11,6 +11,8 @@ A token's reason is the first that applies, in the order of the loop::
                        are all equal: every response; rarely one response at its group's mean)
     skipped_guard      its micro-batch was zeroed by the importance-ratio guard
     skipped_nonfinite  its optimizer update was skipped (non-finite loss or gradient)
+    masked_importance  dropped from the loss by ``rollout.importance_correction=mask`` (its weight
+                       pi_train / pi_rollout was over ``rollout.importance_cap``)
     clipped_low        r < 1 - clip_ratio_low with A < 0: the clipped surrogate is flat, no gradient
     clipped_high       r > 1 + clip_ratio_high with A > 0: flat, no gradient
     dual_clipped       A < 0 and the dual-clip bound -A * clip_ratio_c is active: flat, no gradient
@@ -66,27 +68,32 @@ class UpdateTally:
     counting: bool = True
     _pending: dict[str, float] = field(default_factory=_empty)
 
-    def micro(
-        self, metrics: Mapping[str, torch.Tensor], mask: torch.Tensor, adv: torch.Tensor, ok: bool
-    ) -> None:
-        """One micro-batch: ``metrics`` from :func:`~dapo_rl.algorithm.policy_loss.clipped_policy_loss`,
-        ``mask`` its ``[b, T]`` loss mask, ``adv`` the ``[b]`` advantages, ``ok`` False when the
-        importance-ratio guard zeroed it."""
-        rows = mask.detach().to(torch.float64).sum(dim=1)
-        zero = float(rows[adv.detach().reshape(-1)[: rows.shape[0]] == 0].sum()) if rows.numel() else 0.0
-        tokens = float(metrics["num_tokens"])
+    def micro(self, mask: torch.Tensor, adv: torch.Tensor, ok: bool, states: Mapping[str, Any]) -> None:
+        """One micro-batch: ``mask`` its ``[b, T]`` loss mask, ``adv`` the ``[b]`` advantages, ``ok``
+        False when the importance-ratio guard zeroed it, ``states`` the per-token bool masks of
+        :func:`~dapo_rl.algorithm.policy_loss.clipped_policy_loss` (``clip_low``, ``clip_high``,
+        ``dual_clip``) and, with ``rollout.importance_correction=mask``, ``dropped``."""
+        valid = mask.detach().bool()
+        zero = valid & (adv.detach().reshape(-1)[: valid.shape[0]] == 0).unsqueeze(-1)
+        rest = valid & ~zero
         p = self._pending
-        p["zero_advantage"] += zero
+        p["zero_advantage"] += float(zero.sum())
         if not ok:
-            p["skipped_guard"] += tokens - zero
+            p["skipped_guard"] += float(rest.sum())
             return
-        low, high, dual = (
-            float(metrics[k]) for k in ("clip_low_count", "clip_high_count", "dual_clip_count")
-        )
-        p["clipped_low"] += low
-        p["clipped_high"] += high
-        p["dual_clipped"] += dual
-        p["live"] += tokens - zero - low - high - dual
+        dropped = states.get("dropped")
+        if dropped is not None:
+            p["masked_importance"] += float((rest & dropped).sum())
+            rest = rest & ~dropped
+        for category, state in (
+            ("clipped_low", "clip_low"),
+            ("clipped_high", "clip_high"),
+            ("dual_clipped", "dual_clip"),
+        ):
+            hit = rest & states[state]
+            p[category] += float(hit.sum())
+            rest = rest & ~hit
+        p["live"] += float(rest.sum())
 
     def end_update(self, finite: bool) -> None:
         """Close one optimizer update; a skipped (non-finite) one moves its tokens with a non-zero
@@ -162,6 +169,7 @@ LABELS = {
     "zero_advantage": "zero advantage",
     "skipped_guard": "skipped: ratio guard",
     "skipped_nonfinite": "skipped: non-finite",
+    "masked_importance": "masked: importance cap",
     "clipped_low": "clipped low",
     "clipped_high": "clipped high",
     "dual_clipped": "dual-clipped",
