@@ -8,15 +8,18 @@ code  meaning                      what to do
 ====  ===========================  ==========================================================
 0     success                      nothing
 1     internal error (a bug)       the traceback is printed; report it
-2     configuration or data error  fix the config, the data or the model files named, rerun
+2     configuration or data error  fix the config, the data or the model files named, rerun;
+                                   also: user code that broke its contract (named), a run
+                                   directory in use by another process (pid and host named)
 3     the run diverged             lower ``optim.lr`` or check the data; resume an earlier
                                    checkpoint or start over (no non-finite weights were saved)
 4     storage error                free space / fix permissions on the path named, then
                                    ``dapo train --resume RUN_DIR``
 5     rollout worker lost          the asynchronous rollout worker died or hung (the message
                                    says which); a checkpoint was written: ``dapo train --resume``
-130   stopped by SIGINT (Ctrl-C)   a checkpoint was written: ``dapo train --resume RUN_DIR``
-143   stopped by SIGTERM           a checkpoint was written: ``dapo train --resume RUN_DIR``
+130   stopped by SIGINT (Ctrl-C)   the message says how to go on: ``dapo train --resume RUN_DIR``
+                                   or, before the first checkpoint, the same command again
+143   stopped by SIGTERM           as for 130
 ====  ===========================  ==========================================================
 
 130 and 143 are what a shell reports for a process ended by SIGINT / SIGTERM (128 + signal number),

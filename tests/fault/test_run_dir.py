@@ -91,11 +91,24 @@ def test_a_second_trainer_on_a_run_directory_exits_2_naming_the_first(world: dic
         wait_until(first, lambda: (run / "checkpoints" / "step_000001" / "COMPLETE").exists())
         assert first.poll() is None, first.communicate()[1][-2000:]
         holder = f"pid {first.pid} on host {socket.gethostname()}"
-        for second in (["train", "--resume", str(run)], [*_args(world["model"], runs, name), "--overwrite"]):
-            out = _dapo(second, tmp, timeout=120)
-            assert out.returncode == 2, out.stderr[-2000:]
-            assert f"run directory {run} is in use by another dapo process: {holder}" in out.stderr
-            assert "Traceback" not in out.stderr
+        seconds = [  # started together: a requeued --resume and an --overwrite of the same name
+            subprocess.Popen(
+                [sys.executable, "-m", "dapo_rl", *second],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=quiet_env(tmp),
+            )
+            for second in (
+                ["train", "--resume", str(run)],
+                [*_args(world["model"], runs, name), "--overwrite"],
+            )
+        ]
+        for second in seconds:
+            _, err = second.communicate(timeout=120)
+            assert second.returncode == 2, err[-2000:]
+            assert f"run directory {run} is in use by another dapo process: {holder}" in err
+            assert "Traceback" not in err
         assert first.poll() is None  # untouched: still training
     finally:
         first.send_signal(signal.SIGTERM)
