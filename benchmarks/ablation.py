@@ -86,6 +86,7 @@ CURVES = {
     "entropy": "loss/entropy",
     "tokens": "perf/tokens_generated",
     "seconds": "perf/time_step_s",
+    "clip_high": "loss/clip_high_frac",
 }
 
 
