@@ -64,6 +64,7 @@ def run(extra: list[str], steps: int, warmup: int, root: Path, name: str) -> dic
         f"train.total_steps={steps}", *QUIET, *extra,
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
+    load_before = os.getloadavg()[0]
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     if out.returncode != 0:
         raise SystemExit(f"{name} failed:\n{out.stderr[-3000:]}")
@@ -78,6 +79,7 @@ def run(extra: list[str], steps: int, warmup: int, root: Path, name: str) -> dic
         "stages_s": {s: med(f"perf/time_{s}_s") for s in STAGES},
         "tokens_generated": med("perf/tokens_generated"),
         "steps_measured": len(rows),
+        "load_average_1min": [load_before, os.getloadavg()[0]],  # the machine is shared: other work
     }
     fig["generation_s"] = fig["stages_s"]["rollout"] + fig["stages_s"]["reward"]
     fig["training_s"] = fig["stages_s"]["old_logprobs"] + fig["stages_s"]["update"]
@@ -132,8 +134,8 @@ def main() -> None:
 
 def table(figures: dict) -> str:
     lines = [
-        "| setting | mode | s/step | generation s | training s | idle trainer | idle worker |",
-        "|---|---|---|---|---|---|---|",
+        "| setting | mode | s/step | generation s | training s | idle trainer | idle worker | load avg (1 min) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for setting, f in figures.items():
         for mode in MODES:
@@ -145,11 +147,11 @@ def table(figures: dict) -> str:
             )
             lines.append(
                 f"| {setting} | {mode} | {m['step_s']:.3f} | {m['generation_s']:.3f} | {m['training_s']:.3f} "
-                f"| {idle[0]} | {idle[1]} |"
+                f"| {idle[0]} | {idle[1]} | {max(m['load_average_1min']):.1f} |"
             )
         s = f["summary"]
         lines.append(
-            f"| {setting} | overlap bound max(G1, T1) | {s['overlap_bound_s']:.3f} | | | | |"
+            f"| {setting} | overlap bound max(G1, T1) | {s['overlap_bound_s']:.3f} | | | | | |"
             f" (eta=1: {s['eta1_over_bound']:.2f}x the bound, {s['eta1_speedup_vs_sync2']:.2f}x sync 2 threads;"
             f" at best {s['best_speedup_possible']:.2f}x)"
         )
