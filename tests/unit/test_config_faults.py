@@ -34,6 +34,7 @@ def test_max_empty_steps_default_and_off() -> None:
 
 def test_prompt_cap_above_the_model_positions_is_refused(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text('{"max_position_embeddings": 256}')
+    (tmp_path / "tokenizer.json").write_text("{}")  # a model folder has its tokenizer (checked too)
     load_config(None, [f"model.path={tmp_path}", "data.max_prompt_tokens=192"])
     with pytest.raises(
         ConfigError, match=r"data.max_prompt_tokens=300 is more than the model's 256 positions"
