@@ -27,7 +27,7 @@ def train_from_cli(
     The run directory is locked by this process (rank 0) before anything else happens to it. A new
     run never takes a directory holding another run unless ``overwrite`` (which removes only what a
     run writes, :data:`~dapo_rl.storage.RUN_FILES`)."""
-    main = int(os.environ.get("RANK", "0")) == 0
+    main = _rank0()
     if resume:
         run_dir = Path(resume).expanduser()
         if config is not None:
@@ -74,6 +74,15 @@ def drop_unopened_run_dir() -> None:
     with contextlib.suppress(OSError):
         (run / LOCK_FILE).unlink(missing_ok=True)
         run.rmdir()  # only when empty
+
+
+def _rank0() -> bool:
+    """Rank 0 of the group (Ray Train starts the process group itself), or torchrun's RANK 0."""
+    import torch.distributed as dist  # torch is imported by the trainer anyway
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def stopped_message(stop: Interrupted) -> str:
