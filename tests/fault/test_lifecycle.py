@@ -106,7 +106,10 @@ def test_resume_from_another_directory_finds_relative_user_code_and_model(world:
 def test_a_checkpoint_without_its_manifest_is_skipped_for_an_older_one(world: dict) -> None:
     run = world["runs"] / "no_manifest"
     shutil.copytree(world["runs"] / "rel", run)
-    (run / "summary.json").unlink()
+    (run / "summary.json").unlink(missing_ok=True)
+    config = run / "config.yaml"  # absolute already; so that only the manifest differs on old code too
+    text = config.read_text().replace("name: user.py:score", f"name: {world['proj'] / 'user.py'}:score")
+    config.write_text(text.replace("path: ../model", f"path: {world['model']}"))
     newest = sorted((run / "checkpoints").iterdir())[-1]  # step_000003, then step_000002
     (newest / "MANIFEST.json").unlink()
     (newest / "trainer_state.pt").write_bytes(b"damaged")  # the old code loaded it and crashed
