@@ -284,9 +284,14 @@ def _report_eval(result: dict[str, Any], output: str | None) -> None:
     text = to_json(without_responses(result))
     print(text)
     if output is not None:
+        from dapo_rl.storage import atomic_write_text, storage_error
+
         out = Path(output).expanduser()
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # exit code 4 naming the path, like every write of a run
+            raise storage_error("the evaluation result", out, exc) from exc
+        atomic_write_text(out, text + "\n")
         append_jsonl(out.with_suffix(".jsonl"), eval_records(result), mode="w")  # every response
         print(f"wrote {out} and {out.with_suffix('.jsonl')} (dapo samples reads it)", file=sys.stderr)
 
