@@ -67,3 +67,10 @@ def test_reward_up_held_out_down(tmp_path: Path) -> None:
 def test_not_a_run_directory(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="not a run directory"):
         diagnose(tmp_path)
+
+
+def test_a_folder_with_only_a_users_config_is_not_a_run(tmp_path: Path) -> None:
+    """A bare config.yaml (the user's own experiment folder) does not make a run directory."""
+    (tmp_path / "config.yaml").write_text("train:\n  total_steps: 8\n")
+    with pytest.raises(FileNotFoundError, match="not a run directory"):
+        diagnose(tmp_path)

@@ -23,6 +23,7 @@ import yaml
 from dapo_rl import metric_names as M
 from dapo_rl.health.ledger import format_shares, ledger_shares
 from dapo_rl.plots import read_metrics
+from dapo_rl.storage import RUN_MARKER, is_run_dir
 
 EXIT_UNHEALTHY = 6
 FINDINGS_FILE = "health.jsonl"
@@ -81,8 +82,10 @@ def diagnose(run_dir: Path) -> tuple[str, int]:
     """The report and the exit code for ``run_dir``."""
     run_dir = Path(run_dir)
     metrics = run_dir / "metrics.jsonl"
-    if not (run_dir / "config.yaml").is_file() and not metrics.is_file():
-        raise FileNotFoundError(f"not a run directory (no config.yaml or metrics.jsonl): {run_dir}")
+    if not is_run_dir(run_dir):  # only what a run itself writes makes a folder a run's
+        raise FileNotFoundError(
+            f"not a run directory (no {RUN_MARKER}, metrics.jsonl or checkpoints/): {run_dir}"
+        )
     cfg = _load_config(run_dir)
     records = read_metrics(metrics) if metrics.is_file() else []
     steps = [r for r in records if M.REWARD_MEAN in r or M.LEDGER_TOKENS in r]

@@ -21,6 +21,7 @@ from dapo_rl import metric_names as M
 from dapo_rl.health.guard import Finding, HealthStop, RewardGuard, RunFacts, StepSignal, eval_findings
 from dapo_rl.health.ledger import step_ledger
 from dapo_rl.health.verify import verify_engine
+from dapo_rl.storage import storage_error
 
 FINDINGS_FILE = "health.jsonl"
 _HEALTH: weakref.WeakKeyDictionary[Any, RunHealth] = weakref.WeakKeyDictionary()
@@ -111,10 +112,14 @@ class RunHealth:
         if not findings:
             return
         if t.dist.is_main:
-            with (t.run_dir / FINDINGS_FILE).open("a") as f:
-                for finding in findings:
-                    f.write(json.dumps(finding.to_dict()) + "\n")
-                    tqdm.write(f"dapo health: {finding.sentence}", file=sys.stderr)  # above the bar
+            path = t.run_dir / FINDINGS_FILE
+            for finding in findings:
+                tqdm.write(f"dapo health: {finding.sentence}", file=sys.stderr)  # above the bar
+            try:
+                with path.open("a") as f:
+                    f.writelines(json.dumps(finding.to_dict()) + "\n" for finding in findings)
+            except OSError as exc:  # a full disk is a storage error (exit 4 naming the path)
+                raise storage_error("the health findings", path, exc) from exc
         if t.cfg.health.on_problem == "stop":
             if metrics is not None:  # the step is logged and saved, so a resume continues after it
                 t.logger.log(t.step, metrics)
