@@ -51,7 +51,7 @@ def test_three_steps_write_generations_and_eval_files(model_dir: Path, tmp_path:
     gens = read_jsonl(run / "generations.jsonl")
     assert sorted({r["step"] for r in gens}) == [1, 2, 3]
     fields = {"step", "group", "kept", "age", "uid", "prompt", "ground_truth", "sample", "response", "score",
-              "acc", "reward", "advantage", "length", "finish_reason"}  # fmt: skip
+              "acc", "reward", "advantage", "length", "finish_reason", "version"}  # fmt: skip
     assert all(set(r) == fields for r in gens)
     for step in (1, 2, 3):
         groups = {r["group"] for r in gens if r["step"] == step}
