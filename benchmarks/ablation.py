@@ -466,7 +466,7 @@ def main() -> None:
     parser.add_argument(
         "overrides", nargs="*", help="extra dotted overrides for every run, e.g. train.num_threads=1"
     )
-    args = parser.parse_args()
+    args = parser.parse_intermixed_args()  # overrides may come before or after the options
     arms = expand_arms(args.arms)
     steps, budget = (2, None) if args.smoke else (10**6 if args.budget else args.steps, args.budget)
     extra = (SMOKE if args.smoke else []) + list(args.overrides)
