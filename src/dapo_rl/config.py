@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from dapo_rl.config_async import AsyncConfig, async_problems
+from dapo_rl.config_async import AsyncConfig, async_problems, resolve_importance_correction
 from dapo_rl.config_rules import (
     DuplicateKey,
     UniqueKeyLoader,
@@ -344,6 +344,7 @@ def build_config(tree: dict[str, Any], check_paths: bool = True) -> DapoConfig:
         cfg = DapoConfig.model_validate(tree)
     except ValidationError as exc:
         raise ConfigError([_describe(e) for e in exc.errors()]) from None
+    resolve_importance_correction(cfg)  # auto: tis with stale batches, else none
     problems = _cross_field_problems(cfg) + _registry_problems(cfg)
     if check_paths:  # import paths of user code are paths too
         problems += _path_problems(cfg) + _plugin_problems(cfg)

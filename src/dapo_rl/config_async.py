@@ -20,7 +20,8 @@ class AsyncConfig(BaseModel):
     """eta, the most policy versions (weight publications, one per step) a trained group may lag
     behind the policy it trains: the batch of step s is generated with the weights of version
     max(0, s - 1 - eta) by a rollout worker process while the trainer trains. 0: the synchronous
-    trainer, unchanged. > 0 needs ``rollout.importance_correction`` tis or mask (docs/async.md)."""
+    trainer, unchanged. > 0 needs ``rollout.importance_correction`` tis (what ``auto`` gives) or
+    mask; ``none`` is refused (docs/async.md)."""
     enable: bool | None = None
     """Use the rollout worker. ``null``: when ``max_staleness > 0``. ``true`` at ``max_staleness: 0``
     runs the synchronous schedule through the worker (no overlap; equal to the synchronous trainer)."""
@@ -42,6 +43,13 @@ class AsyncConfig(BaseModel):
     def active(self) -> bool:
         """Whether batches come from the rollout worker (rather than the trainer's own engine)."""
         return self.enable if self.enable is not None else self.max_staleness > 0
+
+
+def resolve_importance_correction(cfg: Any) -> None:
+    """``rollout.importance_correction: auto`` becomes ``tis`` with stale batches (eta > 0: the
+    behaviour weight is what makes the update off-policy PPO) and ``none`` without."""
+    if cfg.rollout.importance_correction == "auto":
+        cfg.rollout.importance_correction = "tis" if cfg.async_.max_staleness > 0 else "none"
 
 
 def async_problems(cfg: Any) -> list[str]:

@@ -138,8 +138,9 @@ class RolloutConfig(_Section):
     enforce_eager: bool = True
     """vllm engine: no CUDA graphs / torch.compile (starts in seconds; on a GPU ``false`` decodes
     faster after a longer start)."""
-    importance_correction: Literal["none", "tis", "mask"] = "none"
-    """Correction for the rollout engine's numerics and, with ``async``, for stale data: each token's
+    importance_correction: Literal["auto", "none", "tis", "mask"] = "auto"
+    """``auto``: ``tis`` when ``async.max_staleness > 0``, else ``none`` (resolved when the config
+    loads). Correction for the rollout engine's numerics and, with ``async``, for stale data: each token's
     policy loss is weighted by w = pi_prox / pi_rollout, detached; ``tis`` clamps w at
     ``importance_cap``, ``mask`` drops tokens with w over it (they still count in the token-mean
     denominator) (docs/algorithm.md). Needs the engine's log-probs (the vllm engine always returns them)."""

@@ -32,9 +32,16 @@ def test_docs_name_the_section_async() -> None:
     assert "## `async`" in page and "| `async.max_staleness` |" in page and "async_" not in page
 
 
+def test_auto_importance_correction_is_tis_with_stale_batches_only() -> None:
+    assert load_config(None, []).rollout.importance_correction == "none"
+    assert load_config(None, ["async.max_staleness=1"]).rollout.importance_correction == "tis"
+    pinned = load_config(None, ["async.max_staleness=2", "rollout.importance_correction=mask"])
+    assert pinned.rollout.importance_correction == "mask"
+
+
 def test_stale_batches_without_the_behaviour_weight_are_refused() -> None:
     with pytest.raises(ConfigError) as err:
-        load_config(None, ["async.max_staleness=1"])
+        load_config(None, ["async.max_staleness=1", "rollout.importance_correction=none"])
     msg = str(err.value)
     assert "async.max_staleness=1 needs rollout.importance_correction=tis or mask" in msg
     assert "not off-policy PPO" in msg
@@ -59,7 +66,8 @@ def test_cli_config_show_prints_async() -> None:
     assert out.returncode == 0, out.stderr
     assert "async:\n  max_staleness: 1" in out.stdout
     bad = subprocess.run(
-        [sys.executable, "-m", "dapo_rl", "config", "show", "async.max_staleness=1"],
+        [sys.executable, "-m", "dapo_rl", "config", "show", "async.max_staleness=1",
+         "rollout.importance_correction=none"],
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert bad.returncode == 2 and "importance_correction" in bad.stderr
