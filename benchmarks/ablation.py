@@ -303,6 +303,13 @@ def _fmt_ci(ci: list[float] | None, scale: float = 100.0, digits: int = 1) -> st
     return "n/a" if ci is None else f"[{scale * ci[0]:+.{digits}f}, {scale * ci[1]:+.{digits}f}]"
 
 
+def _effect_cells(effect: dict, key: str, scale: float = 100.0, digits: int = 1) -> str:
+    """``| diff[ *] | [lo, hi]`` of one measure of a piece's effect (`*`: beyond noise)."""
+    m = effect[key]
+    star = " *" if m["beyond_noise"] else ""
+    return f"| {scale * m['diff']:+.{digits}f}{star} | {_fmt_ci(m['t95'], scale, digits)} "
+
+
 def tables(arms: list[dict], effects: list[dict], warm: dict, budget: str) -> str:
     lines = [
         "| arm | held-out acc (mean of seeds) | 95% t interval | truncated | acc. of untruncated | mean length "
@@ -331,16 +338,15 @@ def tables(arms: list[dict], effects: list[dict], warm: dict, budget: str) -> st
             "| d acc. of untruncated | 95% t | d length (tokens) | 95% t |",
             "|---|---|---|---|---|---|---|---|---|---|",
         ]
-        keys = ("acc", "truncated", "acc_fit", "length", "entropy", "trunc_curve", "acc_curve")
         for e in effects:
-            star = {m: " *" if e[m]["beyond_noise"] else "" for m in keys}
             lines.append(
                 f"| {LABELS[e['piece']]} ({arm_label(e['with'])} vs {arm_label(e['without'])}) "
-                f"| {100 * e['acc']['diff']:+.1f}{star['acc']} | {_fmt_ci(e['acc']['t95'])} "
-                f"| {_fmt_ci(e['acc']['eval_bootstrap95'])} "
-                f"| {100 * e['truncated']['diff']:+.1f}{star['truncated']} | {_fmt_ci(e['truncated']['t95'])} "
-                f"| {100 * e['acc_fit']['diff']:+.1f}{star['acc_fit']} | {_fmt_ci(e['acc_fit']['t95'])} "
-                f"| {e['length']['diff']:+.1f}{star['length']} | {_fmt_ci(e['length']['t95'], 1.0)} |"
+                + _effect_cells(e, "acc")
+                + f"| {_fmt_ci(e['acc']['eval_bootstrap95'])} "
+                + _effect_cells(e, "truncated")
+                + _effect_cells(e, "acc_fit")
+                + _effect_cells(e, "length", 1.0)
+                + "|"
             )
         lines += [
             "",
@@ -351,12 +357,12 @@ def tables(arms: list[dict], effects: list[dict], warm: dict, budget: str) -> st
             "|---|---|---|---|---|---|---|",
         ]
         for e in effects:
-            star = {m: " *" if e[m]["beyond_noise"] else "" for m in keys}
             lines.append(
                 f"| {LABELS[e['piece']]} ({arm_label(e['with'])} vs {arm_label(e['without'])}) "
-                f"| {100 * e['trunc_curve']['diff']:+.1f}{star['trunc_curve']} | {_fmt_ci(e['trunc_curve']['t95'])} "
-                f"| {100 * e['acc_curve']['diff']:+.1f}{star['acc_curve']} | {_fmt_ci(e['acc_curve']['t95'])} "
-                f"| {e['entropy']['diff']:+.3f}{star['entropy']} | {_fmt_ci(e['entropy']['t95'], 1.0, 3)} |"
+                + _effect_cells(e, "trunc_curve")
+                + _effect_cells(e, "acc_curve")
+                + _effect_cells(e, "entropy", 1.0, 3)
+                + "|"
             )
         lines.append("\n`*`: beyond noise (the seed-paired 95% t interval excludes 0).")
     return "\n".join(lines)
