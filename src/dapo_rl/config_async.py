@@ -35,6 +35,12 @@ class AsyncConfig(BaseModel):
     worker_threads: int | None = Field(None, ge=1)
     """torch CPU threads of the rollout worker (``null``: the cores ``train.num_threads`` leaves,
     at least 1)."""
+    decoupled_loss: bool = True
+    """With ``max_staleness > 0``: the decoupled loss (the clipped ratio against log-probs the trainer
+    recomputes before its first update, times the capped behaviour weight pi_prox / pi_behave).
+    ``false``: the plain ratio against the behaviour (rollout) log-probs, no recompute and no weight:
+    the baseline the decoupled loss is measured against (docs/async.md); needs
+    ``rollout.importance_correction`` none (what ``auto`` gives then)."""
     heartbeat_s: float = Field(300.0, gt=0)
     """A worker silent for this long (no batch, no heartbeat) ends the run with a message and a
     checkpoint that resumes (exit code 5)."""
@@ -49,14 +55,28 @@ def resolve_importance_correction(cfg: Any) -> None:
     """``rollout.importance_correction: auto`` becomes ``tis`` with stale batches (eta > 0: the
     behaviour weight is what makes the update off-policy PPO) and ``none`` without."""
     if cfg.rollout.importance_correction == "auto":
-        cfg.rollout.importance_correction = "tis" if cfg.async_.max_staleness > 0 else "none"
+        decoupled = cfg.async_.max_staleness > 0 and cfg.async_.decoupled_loss
+        cfg.rollout.importance_correction = "tis" if decoupled else "none"
+
+
+def plain_behaviour_ratio(cfg: Any) -> bool:
+    """Whether the update takes its ratio against the behaviour log-probs (``async.decoupled_loss:
+    false`` with stale batches) instead of recomputed proximal ones."""
+    return cfg.async_.max_staleness > 0 and not cfg.async_.decoupled_loss
 
 
 def async_problems(cfg: Any) -> list[str]:
     """Rules between ``async`` and the other sections (``cfg`` is a DapoConfig)."""
     a, r = cfg.async_, cfg.rollout
     problems = []
-    if a.max_staleness > 0 and r.importance_correction == "none":
+    if a.max_staleness > 0 and not a.decoupled_loss and r.importance_correction != "none":
+        problems.append(
+            f"async.decoupled_loss=false with rollout.importance_correction={r.importance_correction}: "
+            "the plain loss takes its ratio against the behaviour log-probs directly, so there is no "
+            "proximal policy for a behaviour weight to correct; set rollout.importance_correction=none "
+            "(or auto), or async.decoupled_loss=true"
+        )
+    if a.max_staleness > 0 and a.decoupled_loss and r.importance_correction == "none":
         problems.append(
             f"async.max_staleness={a.max_staleness} needs rollout.importance_correction=tis or mask: the "
             "trainer recomputes the proximal log-probs under its current policy, and a ratio against "

@@ -31,6 +31,7 @@ from dapo_rl.batch import (
 )
 from dapo_rl.collapse import nonfinite_update_error
 from dapo_rl.config import DapoConfig
+from dapo_rl.config_async import plain_behaviour_ratio
 from dapo_rl.distributed import DistContext, clip_grad_norm, pad_plan, sync_gradients
 from dapo_rl.errors import DivergedError
 from dapo_rl.health.ledger import UpdateTally
@@ -62,6 +63,7 @@ class PolicyUpdate:
         self.pad_token_id, self.dist, self.totals = pad_token_id, dist, totals
         self.device = dist.device
         self.updates, self.nonfinite_in_row = 0, 0
+        self.behaviour_ratio = plain_behaviour_ratio(cfg)  # async.decoupled_loss=false: old = rollout
         self.mismatch: MismatchTracker | None = None  # set per step, when responses carry log-probs
         self.tally = UpdateTally()  # the step's token states for the ledger (health/ledger.py)
 
@@ -69,7 +71,8 @@ class PolicyUpdate:
         self, samples: list[TrainSample], total_groups: int, fresh: bool, stages: StageTimes
     ) -> dict[str, float]:
         """Optimizer updates over whole-group mini-batches, ``epochs_per_step`` passes. Old log-probs
-        are skipped only for a single update on fresh data, where the ratio is exactly 1. Every rank
+        are skipped only for a single update on fresh data, where the ratio is exactly 1, and with
+        ``async.decoupled_loss: false``, where the rollout's own log-probs are the old ones. Every rank
         runs the same mini-batches and the same (padded) number of micro-batches."""
         epochs = self.cfg.batch.epochs_per_step
         minibatches = split_by_groups(samples, self.cfg.batch.prompts_per_update, total_groups)
@@ -77,7 +80,8 @@ class PolicyUpdate:
         self.mismatch = MismatchTracker.for_step(samples, self.cfg.rollout, self.dist)
         with stages.time("old_logprobs"):
             single = fresh and len(minibatches) == 1 and epochs == 1
-            old = None if single else self._frozen_logprobs(self.policy, minibatches, plans)
+            skip = single or self.behaviour_ratio
+            old = None if skip else self._frozen_logprobs(self.policy, minibatches, plans)
             ref = self._frozen_logprobs(self.ref_policy, minibatches, plans) if self.ref_policy else None
         policy_sums, sums = None, UpdateSums(kl_ref=0.0 if self.ref_policy else None)
         self.tally = UpdateTally()
@@ -150,9 +154,8 @@ class PolicyUpdate:
             w = weights[idx, : mb.response_mask.shape[1]] if idx else torch.zeros_like(mb.response_mask)
             adv = advantages[idx] if idx else torch.zeros(1, device=self.device)
             rollout = self.mismatch.rollout_logprobs(samples, idx, w.shape[1]) if self.mismatch else None
-            loss, m = self._micro_loss(
-                mb, w, adv, old[j] if old else None, ref[j] if ref else None, sums, rollout
-            )
+            old_j = old[j] if old else (rollout if self.behaviour_ratio else None)
+            loss, m = self._micro_loss(mb, w, adv, old_j, ref[j] if ref else None, sums, rollout)
             policy_sums = accumulate_policy_metrics(policy_sums, m)
             loss.backward()
             local_loss += float(loss.detach())

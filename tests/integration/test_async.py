@@ -266,3 +266,28 @@ def test_switching_modes_on_resume(model_dir: Path, tmp_path: Path) -> None:
     cfg = load_config(None, [*QUIET, *base, "train.total_steps=6"])
     with pytest.raises(UsageError, match="batches the rollout worker generated ahead"):
         Trainer(cfg, run_dir=tmp_path / "sync", resume=True)
+
+
+def test_plain_loss_takes_its_ratio_against_the_behaviour_logprobs(model_dir: Path, tmp_path: Path) -> None:
+    """``async.decoupled_loss=false``: no recomputed proximal log-probs and no behaviour weight; the
+    old log-probs of the ratio are the rollout's own, so the trainer-vs-rollout gap it logs is 0,
+    where the decoupled loss (same schedule, same batches at step 1) sees the policy's drift."""
+    common = [*SMALL, f"model.path={model_dir}", "train.total_steps=4", "async.max_staleness=1", *ASYNC]
+    common += ["async.overlap=false", "checkpoint.every_steps=0"]
+    decoupled = _fit(tmp_path, "decoupled", common)
+    plain = _fit(
+        tmp_path, "plain", [*common, "async.decoupled_loss=false", "rollout.importance_correction=auto"]
+    )
+    assert plain.cfg.rollout.importance_correction == "none"
+    rows_d, rows_p = step_metrics(tmp_path / "decoupled"), step_metrics(tmp_path / "plain")
+    trained = [s for s, row in rows_p.items() if row["sampling/groups_trained"]]
+    assert len(trained) >= 3
+    for step in trained:
+        assert rows_p[step]["rollout/logprob_abs_diff_max"] == 0.0, step  # old = behaviour, exactly
+        assert "rollout/is_weight_mean" not in rows_p[step]
+        assert "rollout/is_weight_mean" in rows_d[step]
+    # from step 2 the batch is one version stale: the recomputed proximal log-probs differ from it
+    assert all(rows_d[s]["rollout/logprob_abs_diff_mean"] > 1e-4 for s in trained if s >= 2)
+    assert rows_d[1]["reward/mean"] == rows_p[1]["reward/mean"]  # the same first batch
+    changed = [not torch.equal(a, b) for a, b in zip(decoupled.model.parameters(), plain.model.parameters())]
+    assert any(changed)

@@ -53,6 +53,19 @@ def test_stale_batches_without_the_behaviour_weight_are_refused() -> None:
         )
 
 
+def test_plain_loss_resolves_to_no_behaviour_weight_and_refuses_one() -> None:
+    plain = load_config(None, ["async.max_staleness=2", "async.decoupled_loss=false"])
+    assert plain.rollout.importance_correction == "none"
+    assert load_config(None, ["async.decoupled_loss=false"]).rollout.importance_correction == "none"
+    with pytest.raises(ConfigError) as err:
+        load_config(
+            None, ["async.max_staleness=1", "async.decoupled_loss=false", "rollout.importance_correction=tis"]
+        )
+    msg = str(err.value)
+    assert "async.decoupled_loss=false with rollout.importance_correction=tis" in msg
+    assert "set rollout.importance_correction=none" in msg
+
+
 def test_unknown_async_key_names_the_closest() -> None:
     with pytest.raises(ConfigError, match=r"did you mean .async\.max_staleness."):
         load_config(None, ["async.max_stale=1"])

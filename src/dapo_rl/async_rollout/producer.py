@@ -16,6 +16,7 @@ import torch
 
 from dapo_rl import metric_names as M
 from dapo_rl.algorithm.overlong import overlong_penalty
+from dapo_rl.config_async import plain_behaviour_ratio
 from dapo_rl.distributed import DistContext, gathered
 from dapo_rl.rewards.runner import RewardRunner
 from dapo_rl.rollout.base import RolloutEngine, SamplingParams
@@ -95,7 +96,7 @@ class BatchProducer:
             top_p=rollout.top_p, top_k=rollout.top_k, eos_token_ids=self.eos_ids,
             stop_strings=rollout.stop_strings,
             seed=derive_seed(self.cfg.train.seed, step, round_index, *self.dist.seed_parts),
-            return_logprobs=rollout.importance_correction != "none",
+            return_logprobs=rollout.importance_correction != "none" or plain_behaviour_ratio(self.cfg),
         )  # fmt: skip
         with stages.time("rollout"):
             prompt_ids = [self.encode(row) for row in rows]
