@@ -28,10 +28,13 @@ def tables(arms: list[dict], effects: list[dict], warm: dict, budget: str) -> st
     for a in arms:
         ci = a["acc_t95"]
         ci_s = "n/a" if ci is None else f"{100 * ci[0]:.1f}-{100 * ci[1]:.1f}"
+        steps = f"{a['steps_mean']:.0f}"  # and the seeds' range where they differ (a token or time budget)
+        if a["steps_min"] != a["steps_max"]:
+            steps += f" ({a['steps_min']}-{a['steps_max']})"
         lines.append(
             f"| {a['label']} | {100 * a['acc_mean']:.1f}% | {ci_s} | {100 * a['truncated_mean']:.1f}% "
             f"| {100 * a['acc_fit_mean']:.1f}% | {a['length_mean']:.1f} | {a['entropy_mean']:.3f} "
-            f"| {a['steps_mean']:.0f} | {a['tokens_mean']:,.0f} | {a['seconds_mean']:.0f} |"
+            f"| {steps} | {a['tokens_mean']:,.0f} | {a['seconds_mean']:.0f} |"
         )
     lines.append(
         f"\nWarm start (mean of seeds): held-out acc {100 * warm['acc']:.1f}%, truncated "

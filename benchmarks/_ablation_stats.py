@@ -104,6 +104,8 @@ def arm_summary(arm: str, runs: list[dict]) -> dict:
         "trunc_curve_mean": float(np.mean([np.nanmean(r["curves"]["truncated"]) for r in runs])),
         "acc_curve_mean": float(np.mean([np.nanmean(r["curves"]["acc"]) for r in runs])),
         "steps_mean": float(np.mean([r["steps"] for r in runs])),
+        "steps_min": min(r["steps"] for r in runs),
+        "steps_max": max(r["steps"] for r in runs),
         "tokens_mean": float(np.mean([r["tokens"] for r in runs])),
         "seconds_mean": float(np.mean([r["train_seconds"] for r in runs])),
     }

@@ -8,8 +8,10 @@ each adding one piece to the arm before), ``no-filter``, ``no-clip``, ``no-soft`
 ``no-dynamic`` (DAPO with one piece off), or the groups ``progression``, ``removal``, ``all``. Every arm starts
 from the same warm model of the task (``--task``: ``arith``, the default ``dapo train`` task, or
 ``length``, whose warm model rambles past the response cap: ``--config length``) and gets the same
-budget: ``--steps`` training steps (the default), or ``--budget`` generated tokens (each run stops
-at the first step that reaches it). Both are recorded per run.
+budget: ``--steps`` training steps (the default), ``--budget`` generated tokens or ``--seconds``
+training seconds (wall-clock, the evaluations before and after not counted); with either of the
+last two each run stops at the first step that reaches it (``--steps`` then caps the steps, none
+by default). Steps, tokens and seconds are recorded per run.
 
 Measured per run: held-out avg@k (with its bootstrap interval), truncation rate and mean length
 before (the warm model, once per seed) and after training; per step the training accuracy,
@@ -22,6 +24,8 @@ t interval excludes 0.
     .venv/bin/python benchmarks/ablation.py --task length --arms grpo dapo no-filter no-soft no-token \\
         --seeds 0 1 2 --steps 40 train.num_threads=1
     .venv/bin/python benchmarks/ablation.py --jobs 2                 # arith, the progression, 3 seeds
+    .venv/bin/python benchmarks/ablation.py --task length --arms grpo dapo --seconds 165 \\
+        train.num_threads=1                                          # GRPO vs DAPO, equal wall-clock
     .venv/bin/python benchmarks/ablation.py --smoke --out /tmp/abl model.path=/some/tiny/model
 
 Writes ``<out>/ablation_<task>.{json,md}``, ``ablation_<task>.png`` (curves and held-out results)
@@ -74,6 +78,7 @@ def run_arm(
     seed: int,
     steps: int,
     budget: int | None,
+    seconds: float | None,
     run_dir: Path,
     extra: list[str],
     before: bool,
@@ -102,14 +107,19 @@ def run_arm(
     start = time.perf_counter()
     warm = summary(trainer.evaluate()) if before else None
     curves: dict[str, list[float]] = {k: [] for k in CURVES}
-    tokens = 0
-    while trainer.step < steps and (budget is None or tokens < budget):
+    tokens, train_seconds = 0, 0.0
+    train_start = time.perf_counter()  # training time leaves the evaluations out
+    while (
+        trainer.step < steps
+        and (budget is None or tokens < budget)
+        and (seconds is None or train_seconds < seconds)
+    ):
         metrics = trainer.train_step()
         trainer.logger.log(trainer.step, metrics)
         for key, name in CURVES.items():
             curves[key].append(float(metrics.get(name, float("nan"))))
         tokens += int(metrics.get("perf/tokens_generated", 0))
-    train_seconds = time.perf_counter() - start
+        train_seconds = time.perf_counter() - train_start
     after = summary(trainer.evaluate())
     trainer.reward.close()
     return {
@@ -127,6 +137,17 @@ def run_arm(
     }
 
 
+def budget_and_text(
+    steps: int | None, budget: int | None, seconds: float | None, smoke: bool
+) -> tuple[int, str]:
+    """The step limit of every run and the budget as the tables state it (the cache key, unspaced)."""
+    if budget is None and seconds is None:
+        steps = steps or (2 if smoke else 50)
+        return steps, f"{steps} steps"
+    text = f"{budget:,} generated tokens" if budget is not None else f"{seconds:g} training s"
+    return (10**6, text) if steps is None else (steps, f"{text}, at most {steps} steps")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -134,9 +155,22 @@ def main() -> None:
     parser.add_argument("--task", choices=sorted(TASKS), default="arith")
     parser.add_argument("--arms", nargs="+", default=["progression"], help="arm names or groups (see above)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=50, help="training steps per run (equal-steps budget)")
     parser.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="training steps per run (equal-steps budget; default 50, --smoke 2); "
+        "with --budget or --seconds: at most this many steps (default: no cap)",
+    )
+    limit = parser.add_mutually_exclusive_group()
+    limit.add_argument(
         "--budget", type=int, default=None, help="generated tokens per run (equal-token budget)"
+    )
+    limit.add_argument(
+        "--seconds",
+        type=float,
+        default=None,
+        help="training seconds per run, evaluations not counted (equal wall-clock budget)",
     )
     parser.add_argument("--jobs", type=int, default=1, help="runs at a time (each gets cores / jobs threads)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="directory for the JSON, table and plots")
@@ -148,23 +182,28 @@ def main() -> None:
         help="keep each run's result here and reuse it when run again (--jobs 1)",
     )
     parser.add_argument(
-        "--smoke", action="store_true", help="a tiny end-to-end run (CI): 2 steps, small batches"
+        "--smoke",
+        action="store_true",
+        help="a tiny end-to-end run (CI): small batches, 2 steps unless --steps, --budget or --seconds",
     )
     parser.add_argument(
         "overrides", nargs="*", help="extra dotted overrides for every run, e.g. train.num_threads=1"
     )
     args = parser.parse_intermixed_args()  # overrides may come before or after the options
+    for flag, value in (("--steps", args.steps), ("--budget", args.budget), ("--seconds", args.seconds)):
+        if value is not None and not 0 < value < float("inf"):
+            parser.error(f"{flag} must be a positive number, got {value:g}")
     arms = expand_arms(args.arms)
-    steps, budget = (2, None) if args.smoke else (10**6 if args.budget else args.steps, args.budget)
+    budget, seconds = args.budget, args.seconds
+    steps, budget_text = budget_and_text(args.steps, budget, seconds, args.smoke)
     extra = (SMOKE if args.smoke else []) + list(args.overrides)
     if args.jobs > 1:
         extra.append(f"train.num_threads={max(1, (os.cpu_count() or 1) // args.jobs)}")
-    budget_text = f"{steps} steps" if budget is None else f"{budget:,} generated tokens"
     print(f"ablation: task {args.task}, arms {arms}, seeds {args.seeds}, {budget_text}", flush=True)
     runs: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         calls = [
-            (arm, args.task, s, steps, budget, Path(tmp) / f"{arm}_{s}", extra, i == 0)
+            (arm, args.task, s, steps, budget, seconds, Path(tmp) / f"{arm}_{s}", extra, i == 0)
             for s in args.seeds
             for i, arm in enumerate(arms)
         ]
@@ -226,6 +265,7 @@ def main() -> None:
             "seeds": args.seeds,
             "steps": steps,
             "budget_tokens": budget,
+            "budget_seconds": seconds,
             "overrides": extra,
         },
         "figures": {
