@@ -1,8 +1,10 @@
 """Asynchronous rollouts on this CPU: does overlapping generation with training pay, side by side.
 
-For each setting (the embedded default DAPO run, and a generation-heavier one: dynamic sampling
-oversampling 4x instead of 2x, so each step generates about twice as much for the same training),
-three `dapo train` runs of the warm-started tiny model:
+For each setting (the embedded default DAPO run; a generation-heavier one: dynamic sampling
+oversampling 4x instead of 2x, so each step generates about twice as much for the same training;
+and the default with the vllm engine, colocated in the trainer's process when synchronous and in
+the rollout worker with eta=1, whose update time is compared with the hf engine's), three
+`dapo train` runs of the warm-started tiny model:
 
 - sync, 2 threads    (train.num_threads=2: generation and training each use both cores)
 - sync, 1 thread     (train.num_threads=1)
@@ -40,6 +42,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SETTINGS = {
     "default": [],
     "generation-heavy": ["dynamic_sampling.oversample=4.0"],
+    "vllm engine": ["rollout.engine=vllm"],  # sync: colocated in the trainer; eta=1: in the worker
 }
 MODES = {
     "sync, 2 threads": ["train.num_threads=2"],
@@ -134,8 +137,9 @@ def main() -> None:
 
 def table(figures: dict) -> str:
     lines = [
-        "| setting | mode | s/step | generation s | training s | idle trainer | idle worker | load avg (1 min) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| setting | mode | s/step | generation s | training s | of which update s | idle trainer | idle worker "
+        "| load avg (1 min) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for setting, f in figures.items():
         for mode in MODES:
@@ -147,11 +151,12 @@ def table(figures: dict) -> str:
             )
             lines.append(
                 f"| {setting} | {mode} | {m['step_s']:.3f} | {m['generation_s']:.3f} | {m['training_s']:.3f} "
+                f"| {m['stages_s']['update']:.3f} "
                 f"| {idle[0]} | {idle[1]} | {max(m['load_average_1min']):.1f} |"
             )
         s = f["summary"]
         lines.append(
-            f"| {setting} | overlap bound max(G1, T1) | {s['overlap_bound_s']:.3f} | | | | | |"
+            f"| {setting} | overlap bound max(G1, T1) | {s['overlap_bound_s']:.3f} | | | | | | |"
             f" (eta=1: {s['eta1_over_bound']:.2f}x the bound, {s['eta1_speedup_vs_sync2']:.2f}x sync 2 threads;"
             f" at best {s['best_speedup_possible']:.2f}x)"
         )

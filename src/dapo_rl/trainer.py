@@ -178,24 +178,28 @@ class Trainer:
                 self.dist.close()
             return done
         self.source.start(self.step)  # the rollout worker starts while the first evaluation runs
-        first_eval = self.evaluate() if self.step == 0 else None
-        bar = progress_bar(
-            self.cfg.train.total_steps, self.step, self.cfg.logging.progress and self.dist.is_main
-        )
-        with self.stop, bar:
-            while self.step < self.cfg.train.total_steps and not self._stop_agreed():
-                try:
-                    metrics = self.train_step()
-                except RolloutWorkerError:  # dead or hung: a checkpoint that resumes exactly, then exit 5
+        try:
+            first_eval = self.evaluate() if self.step == 0 else None
+            bar = progress_bar(
+                self.cfg.train.total_steps, self.step, self.cfg.logging.progress and self.dist.is_main
+            )
+            with self.stop, bar:
+                while self.step < self.cfg.train.total_steps and not self._stop_agreed():
+                    try:
+                        metrics = self.train_step()
+                    except RolloutWorkerError:  # dead or hung: a checkpoint that resumes exactly, exit 5
+                        self.save()
+                        raise
+                    clock.add(metrics)
+                    self._after_step(metrics, bar)
+                stopped = self._stop_agreed()
+                if self.cfg.checkpoint.save_final or stopped:  # before the final evaluation (signals)
                     self.save()
-                    raise
-                clock.add(metrics)
-                self._after_step(metrics, bar)
-            stopped = self._stop_agreed()
-            if self.cfg.checkpoint.save_final or stopped:  # before the final evaluation (signals)
-                self.save()
-        stopped = self._stop_agreed()  # a signal during that save stops here too
-        final_eval = self.evaluate() if not stopped else None
+            stopped = self._stop_agreed()  # a signal during that save stops here too
+            final_eval = self.evaluate() if not stopped else None
+        except BaseException:
+            self.source.close(force=True)  # no rollout worker outlives a failed fit (in-process callers)
+            raise
         summary = clock.summary(self, first_eval, final_eval, self.logger.history())
         self._finish(summary)
         return summary

@@ -291,3 +291,25 @@ def test_plain_loss_takes_its_ratio_against_the_behaviour_logprobs(model_dir: Pa
     assert rows_d[1]["reward/mean"] == rows_p[1]["reward/mean"]  # the same first batch
     changed = [not torch.equal(a, b) for a, b in zip(decoupled.model.parameters(), plain.model.parameters())]
     assert any(changed)
+
+
+def test_a_failed_fit_leaves_no_rollout_worker_behind(model_dir: Path, tmp_path: Path) -> None:
+    """An error raised in the trainer's own process (here: by its update) ends fit() with that
+    error, and the worker process is gone by then: an in-process caller (a notebook, a sweep)
+    keeps no orphan that holds a core and the weights."""
+    cfg = load_config(
+        None, [f"logging.run_dir={tmp_path}", "logging.run_name=fail", *QUIET, *SMALL, *ASYNC,
+               f"model.path={model_dir}", "async.max_staleness=1", "train.total_steps=3"],
+    )  # fmt: skip
+    trainer = Trainer(cfg)
+    seen = []
+
+    def broken_update(*args: object, **kwargs: object) -> dict:
+        seen.append(trainer.source.proc)  # the worker, running while the trainer updates
+        raise RuntimeError("update failed on purpose")
+
+    trainer.update = broken_update  # type: ignore[assignment]
+    with pytest.raises(RuntimeError, match="update failed on purpose"):
+        trainer.fit()
+    assert seen and seen[0] is not None and seen[0].pid
+    assert not seen[0].is_alive()

@@ -44,7 +44,7 @@ class BatchSource(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
     def local_state_dict(self) -> dict[str, Any]: ...
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
-    def close(self) -> None: ...
+    def close(self, force: bool = False) -> None: ...
 
 
 def build_source(t: Any, reward_fn: Any, model_path: str) -> BatchSource:
@@ -103,7 +103,7 @@ class SyncSource:
             )
         self.producer.load_state_dict(state["async"]["worker"] if "async" in state else state)
 
-    def close(self) -> None:
+    def close(self, force: bool = False) -> None:
         pass
 
 
@@ -229,10 +229,15 @@ class AsyncSource:
         self.pending, self.received = dict(saved["pending"]), saved["received"]
         self.spec.state, self.published = saved["worker"], dict(saved["versions"])
 
-    def close(self) -> None:
+    def close(self, force: bool = False) -> None:
+        """Stop the worker: asked to stop and given 30 s, or with ``force`` (the trainer failed, the
+        worker may be hung or stopped) killed at once."""
         if self.worker is not None:
             self.worker.close()
             self.worker = None
+        if self.proc is not None and force and self.proc.is_alive():
+            self.proc.kill()
+            self.proc.join(timeout=10)
         if self.proc is not None:
             if self.proc.is_alive():
                 self.commands.put(("stop",))
