@@ -34,6 +34,9 @@ import numpy as np
 from _ablation_stats import t_interval
 from _common import write_result
 
+from dapo_rl import metric_names as M
+from dapo_rl.plots import read_metrics
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 ASYNC = ["train.num_threads=1", "async.worker_threads=1"]
@@ -48,7 +51,7 @@ QUIET = [
     "logging.plots=false", "logging.tensorboard=false", "logging.progress=false",
     "checkpoint.every_steps=0", "checkpoint.save_final=false", "logging.generations_per_step=0",
 ]  # fmt: skip
-ACC = "eval/avg_at_k"
+ACC, STEP_S = M.EVAL_AVG_AT_K, M.PERF_TIME_STEP
 
 
 def run(arm: str, seed: int, steps: int, eval_every: int, root: Path, extra: list[str]) -> dict:
@@ -65,24 +68,24 @@ def run(arm: str, seed: int, steps: int, eval_every: int, root: Path, extra: lis
     )
     if out.returncode != 0:
         raise SystemExit(f"{name} failed (exit {out.returncode}):\n{out.stderr[-3000:]}")
-    rows = [json.loads(line) for line in (root / name / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(root / name / "metrics.jsonl")
     elapsed, clock, curve = 0.0, {0: 0.0}, []
     for r in rows:
-        if "perf/time_step_s" in r:
-            elapsed += r["perf/time_step_s"]
+        if STEP_S in r:
+            elapsed += r[STEP_S]
             clock[r["step"]] = elapsed
         if ACC in r:
             curve.append({"step": r["step"], "acc": r[ACC]})
     for point in curve:
         point["seconds"] = clock[point["step"]]
-    train = [r for r in rows if "perf/time_step_s" in r]
+    train = [r for r in rows if STEP_S in r]
     return {
         "arm": arm,
         "seed": seed,
         "curve": curve,
         "final_acc": curve[-1]["acc"],
         "train_seconds": elapsed,
-        "s_per_step": float(np.median([r["perf/time_step_s"] for r in train[2:]])),
+        "s_per_step": float(np.median([r[STEP_S] for r in train[2:]])),
         "staleness_mean": float(np.mean([r.get("async/staleness_mean", 0.0) for r in train])),
         "is_capped_frac": float(np.mean([r.get("rollout/is_capped_frac", 0.0) for r in train])),
         "dropped_stale_groups": sum(r.get("async/dropped_stale_groups", 0) for r in train),

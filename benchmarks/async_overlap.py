@@ -27,7 +27,6 @@ the fastest repeat kept.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -36,6 +35,8 @@ import tempfile
 from pathlib import Path
 
 from _common import write_result
+
+from dapo_rl.plots import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,7 +72,7 @@ def run(extra: list[str], steps: int, warmup: int, root: Path, name: str) -> dic
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT)
     if out.returncode != 0:
         raise SystemExit(f"{name} failed:\n{out.stderr[-3000:]}")
-    rows = [json.loads(line) for line in (root / name / "metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(root / name / "metrics.jsonl")
     rows = [r for r in rows if "reward/mean" in r and r["step"] > warmup]
 
     def med(key: str) -> float:

@@ -235,10 +235,10 @@ class AsyncSource:
         if self.worker is not None:
             self.worker.close()
             self.worker = None
-        if self.proc is not None and force and self.proc.is_alive():
-            self.proc.kill()
-            self.proc.join(timeout=10)
         if self.proc is not None:
+            if force and self.proc.is_alive():
+                self.proc.kill()
+                self.proc.join(timeout=10)
             if self.proc.is_alive():
                 self.commands.put(("stop",))
                 deadline = time.monotonic() + 30
